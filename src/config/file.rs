@@ -1,0 +1,366 @@
+//! The config file as the user writes it: plain serde types, every table
+//! `deny_unknown_fields`, every field documented (these comments are the source
+//! of `docs/configuration.md`). Nothing here is used on the request path: the
+//! compile step (`plan.rs`) turns it into a [`Plan`](super::Plan).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{ByteSize, HumanDuration};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Listeners, TLS, trusted proxies, connection handling.
+    #[serde(default)]
+    pub server: Server,
+    /// Size limits and timeouts for client requests.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Security headers added to every response.
+    #[serde(default)]
+    pub headers: Headers,
+    /// How errors from upstreams are shown to clients.
+    #[serde(default)]
+    pub errors: Errors,
+    /// Access log and diagnostics.
+    #[serde(default)]
+    pub log: Log,
+    /// Named upstreams that routes forward to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// CORS: named policies and the default policy.
+    #[serde(default)]
+    pub cors: Cors,
+    /// Routes: the only requests that ever reach an upstream.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Tokio worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// Maximum concurrent client connections over all listeners; further
+    /// connections wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_grace: HumanDuration,
+    /// Peers (CIDRs) whose `X-Forwarded-For`/`Forwarded` and `X-Request-Id`
+    /// headers are believed. Empty: the socket peer is always the client.
+    pub trusted_proxies: Vec<String>,
+    /// Which header trusted proxies use to pass the client address:
+    /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239).
+    pub client_ip_header: ClientIpHeader,
+    /// Accept `X-Request-Id` from trusted proxies (when well-formed) instead of
+    /// generating one.
+    pub trust_request_id: bool,
+    /// Reload the config when the file changes (SIGHUP always reloads).
+    pub watch_config: bool,
+    /// The TLS listener.
+    pub https: Option<Https>,
+    /// The plain HTTP listener.
+    pub http: Option<Http>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            max_connections: 10_000,
+            shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
+            trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::XForwardedFor,
+            trust_request_id: true,
+            watch_config: true,
+            https: None,
+            http: None,
+        }
+    }
+}
+
+/// The header that carries the client address from trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239)
+    Forwarded,
+}
+
+/// `[server.https]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Https {
+    /// Address to listen on, e.g. `"0.0.0.0:443"`.
+    pub listen: String,
+    /// PEM file with the certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Allow TLS 1.2 as well as 1.3 (default true). TLS 1.0/1.1 are never offered.
+    #[serde(default = "yes")]
+    pub tls12: bool,
+    /// Offer HTTP/2 by ALPN (default true).
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Maximum time for the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: HumanDuration,
+}
+
+/// `[server.http]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Address to listen on, e.g. `"0.0.0.0:80"`.
+    pub listen: String,
+    /// `redirect` (default): answer every request with 308 to the HTTPS URL.
+    /// `behind_tls_proxy`: serve plain HTTP because a TLS-terminating load
+    /// balancer sits in front; responses are treated as HTTPS (HSTS sent,
+    /// `X-Forwarded-Proto: https`). `plain`: serve plain HTTP as HTTP
+    /// (development only; `portcullis check` warns).
+    #[serde(default)]
+    pub mode: HttpMode,
+    /// Port to put in redirect URLs (default: the HTTPS listener's port).
+    pub redirect_port: Option<u16>,
+}
+
+/// What the plain HTTP listener does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMode {
+    /// 308 to https.
+    #[default]
+    Redirect,
+    /// Serve, as HTTPS terminated by a load balancer.
+    BehindTlsProxy,
+    /// Serve plain HTTP (unsafe).
+    Plain,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body; larger bodies get 413 (routes can override).
+    pub max_body: ByteSize,
+    /// Largest total size of request header names and values; 431 above.
+    pub max_header_bytes: ByteSize,
+    /// Most request header fields; 431 above.
+    pub max_headers: usize,
+    /// Longest request path (bytes, before decoding); 414 above.
+    pub max_path_bytes: usize,
+    /// Time a client has to send a complete request head (slowloris defence);
+    /// also bounds the TLS handshake's wait for the first bytes.
+    pub header_read_timeout: HumanDuration,
+    /// Close a connection with no request in flight and no bytes moving for this long.
+    pub idle_timeout: HumanDuration,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: ByteSize(1 << 20),
+            max_header_bytes: ByteSize(16 << 10),
+            max_headers: 100,
+            max_path_bytes: 2048,
+            header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(60)),
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// `[headers]`: security headers on every response. Set a value to `""` to
+/// leave that header out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Headers {
+    /// `Strict-Transport-Security`, sent on every HTTPS response.
+    pub hsts: String,
+    /// `Content-Security-Policy`.
+    pub content_security_policy: String,
+    /// `X-Frame-Options`.
+    pub frame_options: String,
+    /// `Referrer-Policy`.
+    pub referrer_policy: String,
+    /// `X-Content-Type-Options: nosniff` (default true).
+    pub nosniff: bool,
+    /// `Cache-Control: no-store` on responses to non-GET/HEAD requests and to
+    /// requests that carried credentials (default true).
+    pub no_store: bool,
+    /// Upstream response headers removed in addition to the built-in list
+    /// (`Server`, `X-Powered-By`, `X-AspNet-Version`, `X-AspNetMvc-Version`).
+    /// A trailing `*` matches a prefix, e.g. `"x-debug-*"`.
+    pub strip: Vec<String>,
+    /// Extra headers set on every response (e.g. `Permissions-Policy`).
+    pub set: BTreeMap<String, String>,
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Self {
+            hsts: "max-age=31536000; includeSubDomains".into(),
+            content_security_policy: "default-src 'none'; frame-ancestors 'none'".into(),
+            frame_options: "DENY".into(),
+            referrer_policy: "no-referrer".into(),
+            nosniff: true,
+            no_store: true,
+            strip: Vec::new(),
+            set: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[errors]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Errors {
+    /// Replace the body of upstream 5xx responses by a generic problem+json
+    /// (the status is kept), so stack traces never reach clients.
+    pub replace_upstream_5xx: bool,
+}
+
+impl Default for Errors {
+    fn default() -> Self {
+        Self { replace_upstream_5xx: true }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Where access log lines go: `"stdout"`, `"stderr"`, `"off"` or a file path.
+    pub access: String,
+    /// Diagnostics level: `error`, `warn`, `info`, `debug`, `trace`.
+    pub level: String,
+    /// Query parameters whose values are replaced by `[redacted]` in the
+    /// access log when their name contains one of these (case-insensitive).
+    pub redact_query: Vec<String>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            access: "stdout".into(),
+            level: "info".into(),
+            redact_query: ["token", "key", "password", "secret", "auth", "session", "code"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `http://host:port`, no path.
+    pub url: String,
+    /// Time to establish a TCP connection; 502 on failure, 504 on timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time from sending the request to receiving the response head; 504 after.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: HumanDuration,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_timeout: HumanDuration,
+    /// Most idle pooled connections kept per upstream.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+/// `[cors]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Policy applied to routes that do not name one (none: no CORS).
+    pub default: Option<String>,
+    /// Named policies.
+    #[serde(default)]
+    pub policies: BTreeMap<String, CorsPolicy>,
+}
+
+/// `[cors.policies.NAME]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsPolicy {
+    /// Exact origins (`scheme://host[:port]`) allowed; `"*"` allows any origin
+    /// but cannot be combined with `allow_credentials`.
+    pub allow_origins: Vec<String>,
+    /// Methods allowed cross-origin (default: GET, HEAD, POST).
+    #[serde(default = "default_cors_methods")]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed cross-origin (default: Content-Type).
+    #[serde(default = "default_cors_headers")]
+    pub allow_headers: Vec<String>,
+    /// Response headers exposed to scripts.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies / Authorization cross-origin.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age: HumanDuration,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name used in logs (default: the path).
+    pub name: Option<String>,
+    /// Path template: literal segments, `{param}` segments and an optional
+    /// final `{*rest}` catch-all.
+    pub path: String,
+    /// Methods this route accepts (GET also accepts HEAD).
+    pub methods: Vec<String>,
+    /// Upstream name from `[upstreams]`.
+    pub upstream: String,
+    /// CORS policy name, or `"none"`; default `[cors] default`.
+    pub cors: Option<String>,
+    /// Body size limit for this route (default `[limits] max_body`).
+    pub max_body: Option<ByteSize>,
+    /// Upstream response timeout for this route (default: the upstream's).
+    pub timeout: Option<HumanDuration>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_handshake_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(2))
+}
+fn default_response_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_pool_idle() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(90))
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+fn default_cors_headers() -> Vec<String> {
+    vec!["content-type".into()]
+}
+fn default_cors_max_age() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(600))
+}

@@ -1,0 +1,258 @@
+//! The request pipeline: the ONE place that fixes the order of the stages.
+//!
+//! ```text
+//!  client ─▶ 0 listener mode (HTTP listener in redirect mode: 308, done)
+//!          ─▶ 1 client ip + request id       (context.rs, client_ip.rs)
+//!          ─▶ 2 head limits, hop-by-hop strip, canonical path, route
+//!          ─▶ 3 CORS (preflight answered here)
+//!          ─▶ 4 pre-auth rate limit           (issue: rate limiting)
+//!          ─▶ 5 authentication                (issue: authentication)
+//!          ─▶ 6 post-auth rate limit          (issue: rate limiting)
+//!          ─▶ 7 authorization                 (issue: authorization)
+//!          ─▶ 8 request validation            (issue: contract)
+//!          ─▶ 9 upstream                      (proxy/)
+//!          ─▶ 10 response filtering: hop-by-hop, internal headers, 5xx bodies
+//!          ─▶ 11 security + CORS headers, request id (every response)
+//!          ─▶ 12 access log (when the body is done)
+//! ```
+//!
+//! Stages 1–10 return `Result<_, Rejection>`; a rejection skips the rest of
+//! them, and stages 11 and 12 then run on the problem+json response exactly as
+//! on an upstream one. Why this order: see `docs/architecture.md`.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, request};
+use hyper::body::Incoming;
+
+use crate::access_log::{AccessRecord, redact_query};
+use crate::body::Body;
+use crate::canon::{self, PathError};
+use crate::context::{ConnInfo, ListenerKind, RequestContext};
+use crate::cors;
+use crate::headers::strip_hop_by_hop;
+use crate::reject::Rejection;
+use crate::server::Shared;
+
+static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+
+/// Handles one request from arrival to the response head. Never fails: every
+/// error becomes a problem+json response.
+pub async fn handle(shared: &Shared, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    // One plan snapshot per request: a reload never changes a request mid-flight.
+    let plan = shared.plan.load_full();
+    let (parts, body) = req.into_parts();
+
+    // 1. Client address and request id come first: every later line of the
+    //    log, every limit and every rejection refers to them.
+    let mut ctx = RequestContext::new(
+        plan,
+        conn,
+        &parts.method,
+        parts.version,
+        parts.uri.path(),
+        &parts.headers,
+    );
+    let query = parts.uri.query().map(str::to_owned);
+    let user_agent = parts.headers.get(header::USER_AGENT).cloned();
+
+    let result = if ctx.conn.kind == ListenerKind::HttpRedirect {
+        // 0. The plain listener in redirect mode serves nothing but the way to HTTPS.
+        redirect(&ctx, &parts)
+    } else {
+        run(&mut ctx, parts, body).await
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(rej) => {
+            ctx.rejection = Some(rej.slug());
+            if rej.status().is_server_error() {
+                tracing::warn!(request_id = ctx.id_str(), problem = rej.slug(), "request failed");
+            }
+            rej.into_response(ctx.id_str())
+        }
+    };
+    finish(&mut ctx, &mut resp);
+    attach_log(ctx, query, user_agent, &mut resp);
+    resp
+}
+
+/// Stages 2–10.
+async fn run(
+    ctx: &mut RequestContext,
+    mut parts: request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, Rejection> {
+    let plan = ctx.plan.clone();
+
+    // 2a. Head limits before any stage reads a header (hyper enforces a larger
+    //     hard cap; this one answers with problem+json).
+    check_head(&plan.limits, &parts.headers)?;
+    // 2b. Hop-by-hop headers go before any stage reads headers, so every stage
+    //     sees exactly the headers the upstream will see.
+    strip_hop_by_hop(&mut parts.headers);
+    // 2c. The canonical path: used by routing, every check and the upstream.
+    ctx.path = canon::canonicalize(parts.uri.path(), plan.limits.max_path_bytes).map_err(|e| match e {
+        PathError::TooLong => Rejection::PathTooLong,
+        PathError::Invalid(why) => Rejection::BadPath(why),
+    })?;
+
+    // 3. CORS preflight: answered by the gateway, before the method check
+    //    (a preflight is an OPTIONS the route need not list) and before
+    //    authentication (browsers send preflights without credentials).
+    if cors::is_preflight(&parts.method, &parts.headers) {
+        return preflight(ctx, &parts);
+    }
+
+    // 2d. Route: deny by default.
+    let matched = plan.router.find(&ctx.path, &parts.method)?;
+    ctx.route = Some(matched.route);
+    ctx.params = matched.params;
+    let route = plan.routes.get(matched.route).ok_or(Rejection::Internal)?;
+
+    // 3. CORS for actual requests: remember an allowed origin for stage 11.
+    if let (Some(i), Some(origin)) = (route.cors, parts.headers.get(header::ORIGIN)) {
+        if plan.cors.get(i).is_some_and(|p| p.allows_origin(origin)) {
+            ctx.cors = Some((i, origin.clone()));
+        }
+    }
+
+    // 4–8: rate limits, authentication, authorization and validation plug in here.
+
+    // 9. Upstream.
+    let upstream = plan.upstreams.get(route.upstream).ok_or(Rejection::Internal)?;
+    let timeout = route.timeout.unwrap_or(upstream.response_timeout);
+    ctx.upstream_called = true;
+    let resp = upstream.forward(ctx, parts, body, route.max_body, timeout).await?;
+
+    // 10. Response filtering.
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    plan.headers.strip_upstream(&mut parts.headers);
+    if parts.status.is_server_error() && plan.replace_upstream_5xx {
+        // The upstream's body (a stack trace, perhaps) is dropped unread.
+        tracing::warn!(
+            request_id = ctx.id_str(),
+            upstream = &*upstream.name,
+            status = parts.status.as_u16(),
+            "upstream returned a server error; body replaced"
+        );
+        return Err(Rejection::UpstreamFailed { status: parts.status });
+    }
+    Ok(Response::from_parts(parts, Body::stream(body)))
+}
+
+/// Stage 2a: header count and size.
+fn check_head(limits: &crate::config::plan::Limits, h: &http::HeaderMap) -> Result<(), Rejection> {
+    if h.len() > limits.max_headers {
+        return Err(Rejection::HeadersTooLarge);
+    }
+    let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if bytes > limits.max_header_bytes {
+        return Err(Rejection::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// Stage 3 for preflights: the policy of the route the preflight asks about.
+fn preflight(ctx: &mut RequestContext, parts: &request::Parts) -> Result<Response<Body>, Rejection> {
+    let plan = ctx.plan.clone();
+    let (Some(origin), Some(method)) = (
+        parts.headers.get(header::ORIGIN),
+        parts.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD),
+    ) else {
+        return Err(Rejection::CorsDenied);
+    };
+    let asked = http::Method::from_bytes(method.as_bytes()).map_err(|_| Rejection::CorsDenied)?;
+    let matched = plan.router.find(&ctx.path, &asked).map_err(|e| match e {
+        Rejection::NotFound => Rejection::NotFound,
+        _ => Rejection::CorsDenied,
+    })?;
+    ctx.route = Some(matched.route);
+    let policy = plan
+        .routes
+        .get(matched.route)
+        .and_then(|r| r.cors)
+        .and_then(|i| plan.cors.get(i))
+        .ok_or(Rejection::CorsDenied)?;
+    policy.preflight(origin, method, &parts.headers)
+}
+
+/// Stage 0: `308` to the same host and path on HTTPS.
+fn redirect(ctx: &RequestContext, parts: &request::Parts) -> Result<Response<Body>, Rejection> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .ok_or(Rejection::BadRequest("missing Host header"))?;
+    let authority: http::uri::Authority =
+        host.parse().map_err(|_| Rejection::BadRequest("invalid Host header"))?;
+    if authority.as_str().contains('@') {
+        return Err(Rejection::BadRequest("invalid Host header"));
+    }
+    let port = ctx.plan.http.as_ref().map_or(443, |h| h.redirect_port);
+    let host = authority.host();
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let location =
+        HeaderValue::from_str(&location).map_err(|_| Rejection::BadRequest("invalid request target"))?;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// Stage 11: headers every response carries, rejections included.
+fn finish(ctx: &mut RequestContext, resp: &mut Response<Body>) {
+    let plan = &ctx.plan;
+    let no_store = !matches!(ctx.method, http::Method::GET | http::Method::HEAD) || ctx.credentials;
+    let h = resp.headers_mut();
+    plan.headers.apply(h, ctx.https, no_store);
+    if let Some((i, origin)) = &ctx.cors {
+        if let Some(p) = plan.cors.get(*i) {
+            p.apply_actual(h, origin);
+        }
+    }
+    h.append(header::VARY, VARY_ORIGIN.clone());
+    h.insert("x-request-id", ctx.id.clone());
+}
+
+/// Stage 12: the access line is written when the body is done.
+fn attach_log(
+    ctx: RequestContext,
+    query: Option<String>,
+    user_agent: Option<HeaderValue>,
+    resp: &mut Response<Body>,
+) {
+    let Some(sink) = ctx.plan.log_sink.clone() else { return };
+    let route = ctx.route.and_then(|i| ctx.plan.routes.get(i));
+    let upstream = if ctx.upstream_called {
+        route.and_then(|r| ctx.plan.upstreams.get(r.upstream)).map(|u| u.name.clone())
+    } else {
+        None
+    };
+    let record = AccessRecord {
+        sink,
+        ts: ctx.ts,
+        started: ctx.started,
+        request_id: ctx.id.clone(),
+        client_ip: ctx.client_ip,
+        method: ctx.method.clone(),
+        query: query.map(|q| redact_query(&q, &ctx.plan.redact_query)),
+        route: route.map(|r| r.name.clone()),
+        status: resp.status().as_u16(),
+        upstream,
+        user_agent,
+        user: ctx.user,
+        version: ctx.version,
+        rejection: ctx.rejection,
+        path: ctx.path,
+    };
+    resp.body_mut().set_record(Box::new(record));
+}

@@ -1,0 +1,205 @@
+//! Stage 9: forwarding to the upstream.
+//!
+//! One pooled keep-alive client per upstream. The request sent upstream uses
+//! the canonical path (the one every check saw) and the client's query; the
+//! gateway sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`
+//! and `X-Request-Id` after removing whatever the client sent under those
+//! names. Bodies stream both ways; the request body is cut off past the
+//! route's limit. Failures map to 413 (body too large), 502 (unreachable or
+//! broken) and 504 (timed out), never to a 500.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version, request};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{BodyTooLarge, ProxyBody};
+use crate::context::RequestContext;
+use crate::reject::Rejection;
+
+/// Request headers a client may not set: the gateway owns them.
+const GATEWAY_OWNED: [HeaderName; 7] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-request-id"),
+];
+
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// A compiled `[upstreams.NAME]` with its connection pool.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Name for logs.
+    pub name: Arc<str>,
+    /// `host:port`.
+    pub authority: Authority,
+    /// Time to the response head.
+    pub response_timeout: Duration,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl Upstream {
+    /// Builds the upstream and its (lazy) pool.
+    pub fn new(
+        name: &str,
+        authority: Authority,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        pool_idle: Duration,
+        pool_max_idle: usize,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(pool_idle)
+            .pool_max_idle_per_host(pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self { name: name.into(), authority, response_timeout, client }
+    }
+
+    /// Sends the request upstream and returns the response head with its
+    /// streaming body.
+    pub async fn forward(
+        &self,
+        ctx: &RequestContext,
+        mut parts: request::Parts,
+        body: Incoming,
+        max_body: u64,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Rejection> {
+        // Refuse early when the declared length is already over the limit.
+        if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+            let len: u64 = len
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(Rejection::BadRequest("invalid Content-Length"))?;
+            if len > max_body {
+                return Err(Rejection::BodyTooLarge { limit: max_body });
+            }
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => PathAndQuery::from_maybe_shared(format!("{}?{q}", ctx.path)),
+            None => PathAndQuery::from_maybe_shared(ctx.path.clone()),
+        }
+        .map_err(|_| Rejection::BadRequest("invalid request target"))?;
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri).map_err(|_| Rejection::Internal)?;
+        parts.version = Version::HTTP_11;
+
+        let h = &mut parts.headers;
+        // A trusted proxy's chain is kept and extended; anyone else's is dropped.
+        let prior_xff = if ctx.peer_trusted { join_values(h, "x-forwarded-for") } else { None };
+        for n in &GATEWAY_OWNED {
+            h.remove(n);
+        }
+        h.remove(header::HOST);
+        let peer = ctx.conn.peer.ip().to_canonical();
+        let xff = match prior_xff {
+            Some(p) => format!("{p}, {peer}"),
+            None => peer.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+        let proto = if ctx.https { HTTPS.clone() } else { HTTP.clone() };
+        h.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+        if let Some(host) = original_host {
+            h.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        h.insert(HeaderName::from_static("x-request-id"), ctx.id.clone());
+
+        let body = if body_is_empty(&parts, &body) {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::Limited { inner: body, remaining: max_body, limit: max_body }
+        };
+        let req = Request::from_parts(parts, body);
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(Rejection::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e, &self.name, ctx)),
+        }
+    }
+}
+
+fn body_is_empty(parts: &request::Parts, body: &Incoming) -> bool {
+    use http_body::Body as _;
+    body.is_end_stream()
+        || (parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0"))
+}
+
+fn join_values(h: &http::HeaderMap, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in h.get_all(name) {
+        let s = v.to_str().ok()?;
+        match &mut out {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(s);
+            }
+            None => out = Some(s.to_owned()),
+        }
+    }
+    out
+}
+
+/// Maps a client error to 413, 502 or 504, and logs the cause.
+fn classify(
+    e: &hyper_util::client::legacy::Error,
+    upstream: &str,
+    ctx: &RequestContext,
+) -> Rejection {
+    let mut src: Option<&(dyn StdError + 'static)> = Some(e);
+    let mut timed_out = false;
+    while let Some(s) = src {
+        if let Some(t) = s.downcast_ref::<BodyTooLarge>() {
+            return Rejection::BodyTooLarge { limit: t.0 };
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        src = s.source();
+    }
+    tracing::warn!(
+        request_id = ctx.id.to_str().unwrap_or("-"),
+        upstream,
+        error = %error_chain(e),
+        "upstream request failed"
+    );
+    if timed_out { Rejection::UpstreamTimeout } else { Rejection::UpstreamUnavailable }
+}
+
+fn error_chain(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

@@ -1,0 +1,165 @@
+//! Rejections: the typed answer a stage gives when a request must stop, and
+//! its one rendering as RFC 9457 `application/problem+json`.
+//!
+//! Every stage returns `Result<_, Rejection>`; `pipeline.rs` turns the error
+//! into a response in exactly one place ([`Rejection::into_response`]), so the
+//! status, the `type` URI and the body shape cannot drift apart. Details are
+//! written for the client: they never echo a credential, a header value or an
+//! upstream's error text. 5xx details stay generic; the cause goes to the log.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The request path is not in canonical form (see `canon.rs`).
+    #[error("the request path is not allowed: {0}")]
+    BadPath(&'static str),
+    /// The request path is longer than `limits.max_path_bytes`.
+    #[error("the request path is too long")]
+    PathTooLong,
+    /// The request is malformed in some other way.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// No route matches the path.
+    #[error("no route matches this path")]
+    NotFound,
+    /// A route matches the path but not the method.
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed {
+        /// Value for the `Allow` header, precomputed per path.
+        allow: HeaderValue,
+    },
+    /// A CORS preflight for an origin, method or header the policy does not allow.
+    #[error("this cross-origin request is not allowed")]
+    CorsDenied,
+    /// The request body is larger than the route's limit.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request head is larger than the configured limits.
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
+    /// The upstream could not be reached or broke the connection.
+    #[error("the upstream service is unavailable")]
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    #[error("the upstream service did not respond in time")]
+    UpstreamTimeout,
+    /// The upstream answered with a 5xx whose body was replaced.
+    #[error("the upstream service failed to handle the request")]
+    UpstreamFailed {
+        /// The upstream's status, kept.
+        status: StatusCode,
+    },
+    /// A failure inside the gateway.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Rejection {
+    /// The HTTP status this rejection is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PathTooLong => StatusCode::URI_TOO_LONG,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::CorsDenied => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamFailed { status } => *status,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type slug; the `type` member is `urn:portcullis:problem:<slug>`.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Self::BadPath(_) => "bad-path",
+            Self::PathTooLong => "path-too-long",
+            Self::BadRequest(_) => "bad-request",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed { .. } => "method-not-allowed",
+            Self::CorsDenied => "cors-denied",
+            Self::BodyTooLarge { .. } => "body-too-large",
+            Self::HeadersTooLarge => "headers-too-large",
+            Self::UpstreamUnavailable => "upstream-unavailable",
+            Self::UpstreamTimeout => "upstream-timeout",
+            Self::UpstreamFailed { .. } => "upstream-error",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Short human title (stable per type).
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::BadPath(_) => "Invalid request path",
+            Self::PathTooLong => "Request path too long",
+            Self::BadRequest(_) => "Bad request",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed { .. } => "Method not allowed",
+            Self::CorsDenied => "Cross-origin request denied",
+            Self::BodyTooLarge { .. } => "Request body too large",
+            Self::HeadersTooLarge => "Request headers too large",
+            Self::UpstreamUnavailable => "Bad gateway",
+            Self::UpstreamTimeout => "Gateway timeout",
+            Self::UpstreamFailed { .. } => "Upstream error",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    /// Renders the RFC 9457 response. `instance` is the request id.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "type": format!("urn:portcullis:problem:{}", self.slug()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+            "instance": format!("urn:portcullis:request:{request_id}"),
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = Response::new(Body::full(Bytes::from(bytes)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Self::MethodNotAllowed { allow } = self {
+            h.insert(header::ALLOW, allow);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_problem_json() {
+        let resp = Rejection::BadPath("encoded slash").into_response("abc");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+        let v: serde_json::Value = serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["type"], "urn:portcullis:problem:bad-path");
+        assert_eq!(v["instance"], "urn:portcullis:request:abc");
+        assert!(v["detail"].as_str().unwrap_or("").contains("encoded slash"));
+    }
+}

@@ -1,0 +1,117 @@
+//! Reload: SIGHUP and file changes recompile the config; the new plan is
+//! swapped in only when it compiled. Requests in flight keep the plan they
+//! started with. Listener addresses and `max_connections` are fixed at start
+//! (a change is logged as needing a restart); everything else, certificates
+//! included, takes effect for new connections and requests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::access_log::LogSink;
+use crate::config::{self, ConfigError, ConfigErrors, Plan};
+
+/// Readies a freshly compiled plan for service: attaches the access-log
+/// writer (reusing the old one when the target is unchanged) and fills in
+/// redirect ports that depend on the bound HTTPS port.
+pub(crate) fn prepare(
+    mut plan: Plan,
+    old: Option<&Plan>,
+    https_addr: Option<std::net::SocketAddr>,
+) -> std::io::Result<Plan> {
+    plan.log_sink = match (&plan.access_target, old.and_then(|o| o.log_sink.as_ref())) {
+        (Some(t), Some(s)) if s.target() == t => Some(s.clone()),
+        (Some(t), _) => Some(LogSink::open(t.clone())?),
+        (None, _) => None,
+    };
+    if let (Some(h), Some(a)) = (plan.http.as_mut(), https_addr) {
+        if h.redirect_port == 0 {
+            h.redirect_port = a.port();
+        }
+    }
+    Ok(plan)
+}
+
+/// Recompiles the file and swaps the plan in on success.
+pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
+    let _one_at_a_time = shared.reload_lock.lock().await;
+    let Some(path) = shared.config_path.clone() else {
+        return Err(ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: "this server was not started from a config file".into(),
+        }]));
+    };
+    let compiled = tokio::task::spawn_blocking(move || config::load(&path))
+        .await
+        .map_err(|e| one(format!("reload task failed: {e}")))?;
+    let plan = match compiled {
+        Ok(p) => p,
+        Err(errs) => {
+            for e in &errs.0 {
+                tracing::error!(path = %e.path, message = %e.message, "config reload failed; still serving the previous config");
+            }
+            return Err(errs);
+        }
+    };
+    let old = shared.plan.load_full();
+    let same_https = plan.https.as_ref().map(|l| l.addr) == old.https.as_ref().map(|l| l.addr);
+    let same_http = plan.http.as_ref().map(|l| l.addr) == old.http.as_ref().map(|l| l.addr);
+    if !same_https || !same_http || plan.max_connections != old.max_connections {
+        tracing::warn!("listener addresses or max_connections changed: they take effect after a restart");
+    }
+    let plan = prepare(plan, Some(&old), shared.https_addr)
+        .map_err(|e| one(format!("cannot open the access log: {e}")))?;
+    let routes = plan.routes.len();
+    shared.plan.store(Arc::new(plan));
+    tracing::info!(routes, "config reloaded");
+    Ok(())
+}
+
+fn one(message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { path: String::new(), message }])
+}
+
+/// Reloads on SIGHUP, until the process ends.
+pub fn spawn_sighup(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload on signal disabled");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading config");
+            let _ = reload(&shared).await;
+        }
+    });
+}
+
+/// Polls the config file and reloads when its contents change.
+pub fn spawn_watcher(shared: Arc<Shared>, every: Duration) {
+    let Some(path) = shared.config_path.clone() else { return };
+    tokio::spawn(async move {
+        let mut last = fingerprint(&path).await;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !shared.plan.load().watch_config {
+                continue;
+            }
+            let now = fingerprint(&path).await;
+            if now.is_some() && now != last {
+                last = now;
+                tracing::info!(path = %path.display(), "config file changed: reloading");
+                let _ = reload(&shared).await;
+            }
+        }
+    });
+}
+
+async fn fingerprint(path: &PathBuf) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = tokio::fs::read(path).await.ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
