@@ -12,6 +12,7 @@ pub mod reload;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub https_addr: Option<SocketAddr>,
     /// Bound HTTP address.
     pub http_addr: Option<SocketAddr>,
+    /// Fingerprint of the config text last loaded (or tried).
+    loaded: AtomicU64,
     shutdown: watch::Sender<bool>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -72,11 +75,16 @@ impl Server {
         let max_connections = plan.max_connections;
         let plan = reload::prepare(plan, None, https_addr)?;
         let (shutdown, _) = watch::channel(false);
+        let loaded = config_path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map_or(0, |b| reload::fingerprint(&b));
         let shared = Arc::new(Shared {
             plan: ArcSwap::from_pointee(plan),
             config_path,
             https_addr,
             http_addr,
+            loaded: AtomicU64::new(loaded),
             shutdown,
             reload_lock: tokio::sync::Mutex::new(()),
         });
@@ -161,10 +169,6 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, limit: Arc<Semaphore>) {
     let mut stop = shared.shutdown.subscribe();
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = stopped(&mut stop) => return,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -175,6 +179,12 @@ async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, lim
                     continue;
                 }
             },
+            () = stopped(&mut stop) => return,
+        };
+        // At the cap, hold this one connection unserved (and accept no more
+        // on this listener) until another connection ends.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             () = stopped(&mut stop) => return,
         };
         tokio::spawn(conn::serve(stream, peer, role, shared.clone(), permit));

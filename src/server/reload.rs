@@ -4,8 +4,8 @@
 //! (a change is logged as needing a restart); everything else, certificates
 //! included, takes effect for new connections and requests.
 
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Shared;
@@ -42,9 +42,17 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
             message: "this server was not started from a config file".into(),
         }]));
     };
-    let compiled = tokio::task::spawn_blocking(move || config::load(&path))
+    let text = tokio::fs::read_to_string(&path)
         .await
-        .map_err(|e| one(format!("reload task failed: {e}")))?;
+        .map_err(|e| one(format!("cannot read {}: {e}", path.display())))?;
+    // Remember what was tried, good or bad, so the watcher neither misses a
+    // later change nor retries a broken file every second.
+    shared.loaded.store(fingerprint(text.as_bytes()), Ordering::Relaxed);
+    let compiled = tokio::task::spawn_blocking(move || {
+        config::parse(&text, path.parent().unwrap_or(std::path::Path::new(".")))
+    })
+    .await
+    .map_err(|e| one(format!("reload task failed: {e}")))?;
     let plan = match compiled {
         Ok(p) => p,
         Err(errs) => {
@@ -90,7 +98,6 @@ pub fn spawn_sighup(shared: Arc<Shared>) {
 pub fn spawn_watcher(shared: Arc<Shared>, every: Duration) {
     let Some(path) = shared.config_path.clone() else { return };
     tokio::spawn(async move {
-        let mut last = fingerprint(&path).await;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -98,9 +105,8 @@ pub fn spawn_watcher(shared: Arc<Shared>, every: Duration) {
             if !shared.plan.load().watch_config {
                 continue;
             }
-            let now = fingerprint(&path).await;
-            if now.is_some() && now != last {
-                last = now;
+            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+            if fingerprint(&bytes) != shared.loaded.load(Ordering::Relaxed) {
                 tracing::info!(path = %path.display(), "config file changed: reloading");
                 let _ = reload(&shared).await;
             }
@@ -108,10 +114,10 @@ pub fn spawn_watcher(shared: Arc<Shared>, every: Duration) {
     });
 }
 
-async fn fingerprint(path: &PathBuf) -> Option<u64> {
+/// Hash of config text, to notice changes.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
-    let bytes = tokio::fs::read(path).await.ok()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
-    Some(h.finish())
+    h.finish()
 }

@@ -1,0 +1,225 @@
+//! Operations: access log hygiene, config errors, `portcullis check`,
+//! reload (API, under load, invalid), SIGHUP, and SIGTERM draining.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+#[tokio::test]
+async fn access_log_has_the_fields_and_never_a_secret() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up, "").await;
+    let secrets = ["SECRET1bearer", "SECRET2cookie", "SECRET3apikey", "SECRET4tok", "SECRET5key", "SECRET6pw", "SECRET7cs"];
+    let path = format!(
+        "/api/v1/users/42?access_token={}&api_key={}&password={}&page=2&client_secret={}",
+        secrets[3], secrets[4], secrets[5], secrets[6]
+    );
+    let headers = format!(
+        "Authorization: Bearer {}\r\nCookie: session={}\r\nX-API-Key: {}\r\nUser-Agent: log-test/1.0\r\n",
+        secrets[0], secrets[1], secrets[2]
+    );
+    let r = get(gw.http(), &path, &headers).await;
+    assert_eq!(r.status, 200);
+    let id = r.header("x-request-id").unwrap().to_string();
+    let log = gw.log_until(&id).await;
+    for s in secrets {
+        assert!(!log.contains(s), "secret {s} in the access log:\n{log}");
+    }
+    let line = log.lines().find(|l| l.contains(&id)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/api/v1/users/42");
+    assert_eq!(v["route"], "users");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["upstream"], "app");
+    assert_eq!(v["client_ip"], "127.0.0.1");
+    assert_eq!(v["user_agent"], "log-test/1.0");
+    assert!(v["query"].as_str().unwrap().contains("page=2"));
+    assert!(v["duration_us"].as_u64().is_some() && v["bytes"].as_u64().unwrap() > 0);
+    assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+    // rejected requests are logged too, with the problem type
+    let r = get(gw.http(), "/a/%2e%2e/b", "").await;
+    let id = r.header("x-request-id").unwrap().to_string();
+    let log = gw.log_until(&id).await;
+    let line = log.lines().find(|l| l.contains(&id)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["status"], 400);
+    assert_eq!(v["rejection"], "bad-path");
+    assert!(v["upstream"].is_null());
+}
+
+#[tokio::test]
+async fn config_errors_name_their_toml_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[server]\nbogus = 1\n", "server.bogus"),
+        ("[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nupstream = \"nope\"\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n", "routes[0].upstream"),
+        ("[server.http]\nlisten = \"nonsense\"\nmode = \"plain\"\n", "server.http.listen"),
+        ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode=\"plain\"\n", "server.trusted_proxies[0]"),
+        ("[limits]\nmax_body = \"12 parsecs\"\n", "limits.max_body"),
+        ("[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"redirect\"\n", "server.http.mode"),
+        ("[server.https]\nlisten = \"127.0.0.1:0\"\ncert = \"missing.pem\"\nkey = \"missing.pem\"\n", "server.https"),
+        ("[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/../b\"\nmethods = [\"GET\"]\nupstream = \"a\"\n", "routes[0].path"),
+    ];
+    for (text, path) in cases {
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, text).unwrap();
+        let err = portcullis::config::load(&f).err().unwrap_or_else(|| panic!("{text} compiled"));
+        assert!(err.0.iter().any(|e| e.path == path), "expected an error at {path}, got {err}");
+        // the CLI prints it and exits 1
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("check").arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(path));
+    }
+}
+
+#[tokio::test]
+async fn check_accepts_the_demo_config() {
+    let dir = tempfile::tempdir().unwrap();
+    portcullis::demo::ensure_cert(dir.path()).unwrap();
+    let f = dir.path().join("portcullis.toml");
+    std::fs::write(&f, portcullis::demo::render_config(8443, 8080, "127.0.0.1:3000")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("check").arg(&f).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 5 routes"));
+}
+
+#[tokio::test]
+async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&up, "").await;
+    assert_eq!(get(gw.http(), "/new", "").await.status, 404);
+    let original = std::fs::read_to_string(&gw.config).unwrap();
+
+    // load while reloading: every request must succeed
+    let addr = gw.http();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = get(addr, "/api/v1/users/1", "").await;
+                assert_eq!(r.status, 200, "request failed during reload");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let with_new = format!("{original}\n[[routes]]\npath = \"/new\"\nmethods = [\"GET\"]\nupstream = \"app\"\n");
+    for i in 0..6 {
+        let text = if i % 2 == 0 { &with_new } else { &original };
+        std::fs::write(&gw.config, text).unwrap();
+        gw.handle.reload().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 20, "only {total} requests during reloads");
+    // last write was `original` (i = 5): /new is gone again
+    assert_eq!(get(gw.http(), "/new", "").await.status, 404);
+    std::fs::write(&gw.config, &with_new).unwrap();
+    gw.handle.reload().await.unwrap();
+    assert_eq!(get(gw.http(), "/new", "").await.status, 200);
+
+    // a broken config is refused and the old plan keeps serving
+    std::fs::write(&gw.config, "[[routes]]\npath = \"/x\"\nbogus = true\n").unwrap();
+    let err = gw.handle.reload().await.unwrap_err();
+    assert!(err.to_string().contains("routes[0]"), "{err}");
+    assert_eq!(get(gw.http(), "/new", "").await.status, 200);
+}
+
+/// Starts the real binary; returns the child and its HTTP address.
+fn spawn_binary(dir: &std::path::Path, cfg: &str) -> (std::process::Child, std::net::SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = dir.join("portcullis.toml");
+    std::fs::write(&f, cfg.replace("{port}", &port.to_string())).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    (child, addr)
+}
+
+fn binary_config(up: &Upstream, extra: &str) -> String {
+    format!(
+        "[server]\nwatch_config = true\nshutdown_grace = \"10s\"\n[server.http]\nlisten = \"127.0.0.1:{{port}}\"\nmode = \"behind_tls_proxy\"\n[log]\naccess = \"off\"\n[upstreams.app]\nurl = \"http://{}\"\n[[routes]]\npath = \"/slow\"\nmethods = [\"GET\"]\nupstream = \"app\"\n{extra}",
+        up.addr
+    )
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn sighup_and_file_change_reload_the_binary() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_binary(dir.path(), &binary_config(&up, ""));
+    assert_eq!(get(addr, "/api/v1/users/1", "").await.status, 404);
+    let port = addr.port().to_string();
+    let route = "[[routes]]\npath = \"/api/v1/users/{id}\"\nmethods = [\"GET\"]\nupstream = \"app\"\n";
+    let text = binary_config(&up, route).replace("{port}", &port);
+    std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
+    signal(&child, "-HUP");
+    let mut ok = false;
+    for _ in 0..100 {
+        if get(addr, "/api/v1/users/1", "").await.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(ok, "SIGHUP/file change did not load the new route");
+    // a file change alone (no signal) reloads too
+    let text = binary_config(&up, "").replace("{port}", &port);
+    std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
+    let mut gone = false;
+    for _ in 0..150 {
+        if get(addr, "/api/v1/users/1", "").await.status == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(gone, "file change did not reload");
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_binary(dir.path(), &binary_config(&up, ""));
+    // /slow takes 3 s upstream
+    let inflight = tokio::spawn(async move { get(addr, "/slow", "").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "-TERM");
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, 200, "in-flight request was not drained");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    // and no longer accepting
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
