@@ -56,14 +56,21 @@ impl LogSink {
             AccessTarget::Stdout => Box::new(io::stdout()),
             AccessTarget::Stderr => Box::new(io::stderr()),
             AccessTarget::File(p) => Box::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
             ),
         };
         let (tx, rx) = mpsc::sync_channel(64 * 1024);
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer(rx, out))?;
-        Ok(Arc::new(Self { target, tx, dropped: AtomicU64::new(0) }))
+        Ok(Arc::new(Self {
+            target,
+            tx,
+            dropped: AtomicU64::new(0),
+        }))
     }
 
     /// The target this sink writes to.
@@ -282,11 +289,16 @@ mod tests {
 
     #[test]
     fn redacts_sensitive_query_values() {
-        let words: Vec<String> = ["token", "key", "password", "secret"].map(String::from).to_vec();
+        let words: Vec<String> = ["token", "key", "password", "secret"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(
             redact_query("page=2&access_token=abc&API_KEY=xyz&q=hi&flag", &words),
             "page=2&access_token=[redacted]&API_KEY=[redacted]&q=hi&flag"
         );
-        assert_eq!(redact_query("pass%77ord=x", &["password".into()]), "pass%77ord=[redacted]");
+        assert_eq!(
+            redact_query("pass%77ord=x", &["password".into()]),
+            "pass%77ord=[redacted]"
+        );
     }
 }

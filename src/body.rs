@@ -40,17 +40,29 @@ enum Kind {
 impl Body {
     /// No body.
     pub fn empty() -> Self {
-        Self { kind: Kind::Empty, sent: 0, record: None }
+        Self {
+            kind: Kind::Empty,
+            sent: 0,
+            record: None,
+        }
     }
 
     /// A body the gateway made.
     pub fn full(b: Bytes) -> Self {
-        Self { kind: Kind::Full(Some(b)), sent: 0, record: None }
+        Self {
+            kind: Kind::Full(Some(b)),
+            sent: 0,
+            record: None,
+        }
     }
 
     /// The upstream's body, streamed through.
     pub fn stream(b: Incoming) -> Self {
-        Self { kind: Kind::Stream(b), sent: 0, record: None }
+        Self {
+            kind: Kind::Stream(b),
+            sent: 0,
+            record: None,
+        }
     }
 
     /// Attaches the access-log record, emitted when the body ends.
@@ -79,7 +91,9 @@ impl http_body::Body for Body {
         let polled = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(s) => Pin::new(s).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            Kind::Stream(s) => Pin::new(s)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
         };
         if let Poll::Ready(Some(Ok(f))) = &polled {
             if let Some(d) = f.data_ref() {
@@ -132,23 +146,25 @@ impl http_body::Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             ProxyBody::Empty => Poll::Ready(None),
-            ProxyBody::Limited { inner, remaining, limit } => {
-                match Pin::new(inner).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(d) = frame.data_ref() {
-                            let n = d.len() as u64;
-                            if n > *remaining {
-                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
-                            }
-                            *remaining -= n;
+            ProxyBody::Limited {
+                inner,
+                remaining,
+                limit,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        let n = d.len() as u64;
+                        if n > *remaining {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
                         }
-                        Poll::Ready(Some(Ok(frame)))
+                        *remaining -= n;
                     }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 

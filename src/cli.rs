@@ -52,7 +52,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config } => serve(&config),
-        Command::Demo { dir, https_port, http_port } => {
+        Command::Demo {
+            dir,
+            https_port,
+            http_port,
+        } => {
             init_tracing("info");
             let rt = match runtime(0) {
                 Ok(rt) => rt,
@@ -154,7 +158,10 @@ pub async fn serve_until_signal(plan: config::Plan, path: PathBuf) -> std::io::R
 pub fn spawn_shutdown_signals(handle: crate::server::Handle) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::warn!("cannot listen for SIGTERM/SIGINT");
             return;
         };

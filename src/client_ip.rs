@@ -100,7 +100,10 @@ mod tests {
 
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+        );
         h
     }
 
@@ -111,9 +114,15 @@ mod tests {
     #[test]
     fn untrusted_peer_is_the_client() {
         let t = trusted(&["10.0.0.0/8"], ClientIpHeader::XForwardedFor);
-        assert_eq!(t.resolve(ip("203.0.113.9"), &xff("1.1.1.1")), ip("203.0.113.9"));
+        assert_eq!(
+            t.resolve(ip("203.0.113.9"), &xff("1.1.1.1")),
+            ip("203.0.113.9")
+        );
         let none = trusted(&[], ClientIpHeader::XForwardedFor);
-        assert_eq!(none.resolve(ip("10.0.0.1"), &xff("1.1.1.1")), ip("10.0.0.1"));
+        assert_eq!(
+            none.resolve(ip("10.0.0.1"), &xff("1.1.1.1")),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
@@ -123,7 +132,10 @@ mod tests {
         let h = xff("6.6.6.6, 198.51.100.7, 10.0.0.2");
         assert_eq!(t.resolve(ip("10.0.0.1"), &h), ip("198.51.100.7"));
         // garbage stops the walk at the last trusted hop
-        assert_eq!(t.resolve(ip("10.0.0.1"), &xff("1.1.1.1, nonsense")), ip("10.0.0.1"));
+        assert_eq!(
+            t.resolve(ip("10.0.0.1"), &xff("1.1.1.1, nonsense")),
+            ip("10.0.0.1")
+        );
         // all trusted: the leftmost
         assert_eq!(t.resolve(ip("10.0.0.1"), &xff("10.9.9.9")), ip("10.9.9.9"));
         // several header lines are one list, in order
@@ -136,7 +148,10 @@ mod tests {
     #[test]
     fn mapped_ipv6_peer() {
         let t = trusted(&["10.0.0.0/8"], ClientIpHeader::XForwardedFor);
-        assert_eq!(t.resolve(ip("::ffff:10.0.0.1"), &xff("7.7.7.7")), ip("7.7.7.7"));
+        assert_eq!(
+            t.resolve(ip("::ffff:10.0.0.1"), &xff("7.7.7.7")),
+            ip("7.7.7.7")
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, HeaderValue, Method, Version, header};
@@ -130,7 +130,8 @@ fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty()
         && b.len() <= 128
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }
 
 /// A new id: 64 random bits per process, then a counter (unique, cheap).

@@ -62,7 +62,10 @@ impl CorsPolicy {
         for v in req_headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS) {
             let s = v.to_str().map_err(|_| Rejection::CorsDenied)?;
             for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let ok = self.headers.iter().any(|h| h.as_str().eq_ignore_ascii_case(name));
+                let ok = self
+                    .headers
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(name));
                 if !ok {
                     return Err(Rejection::CorsDenied);
                 }
@@ -72,14 +75,19 @@ impl CorsPolicy {
         *resp.status_mut() = StatusCode::NO_CONTENT;
         let h = resp.headers_mut();
         self.apply_origin(h, origin);
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods_value.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.methods_value.clone(),
+        );
         if let Some(v) = &self.headers_value {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
         }
         h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
         h.append(
             header::VARY,
-            HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
+            HeaderValue::from_static(
+                "Access-Control-Request-Method, Access-Control-Request-Headers",
+            ),
         );
         Ok(resp)
     }

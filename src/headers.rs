@@ -78,7 +78,11 @@ impl SecurityHeaders {
         if !self.strip_prefix.is_empty() {
             let doomed: Vec<HeaderName> = h
                 .keys()
-                .filter(|k| self.strip_prefix.iter().any(|p| k.as_str().starts_with(p.as_str())))
+                .filter(|k| {
+                    self.strip_prefix
+                        .iter()
+                        .any(|p| k.as_str().starts_with(p.as_str()))
+                })
                 .cloned()
                 .collect();
             for n in doomed {
@@ -110,7 +114,10 @@ mod tests {
     #[test]
     fn connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret, bogus header"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret, bogus header"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -39,7 +39,11 @@ static VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 
 /// Handles one request from arrival to the response head. Never fails: every
 /// error becomes a problem+json response.
-pub async fn handle(shared: &Shared, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: &Shared,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     // One plan snapshot per request: a reload never changes a request mid-flight.
     let plan = shared.plan.load_full();
     let (parts, body) = req.into_parts();
@@ -68,7 +72,11 @@ pub async fn handle(shared: &Shared, conn: Arc<ConnInfo>, req: Request<Incoming>
         Err(rej) => {
             ctx.rejection = Some(rej.slug());
             if rej.status().is_server_error() {
-                tracing::warn!(request_id = ctx.id_str(), problem = rej.slug(), "request failed");
+                tracing::warn!(
+                    request_id = ctx.id_str(),
+                    problem = rej.slug(),
+                    "request failed"
+                );
             }
             rej.into_response(ctx.id_str())
         }
@@ -93,10 +101,11 @@ async fn run(
     //     sees exactly the headers the upstream will see.
     strip_hop_by_hop(&mut parts.headers);
     // 2c. The canonical path: used by routing, every check and the upstream.
-    ctx.path = canon::canonicalize(parts.uri.path(), plan.limits.max_path_bytes).map_err(|e| match e {
-        PathError::TooLong => Rejection::PathTooLong,
-        PathError::Invalid(why) => Rejection::BadPath(why),
-    })?;
+    ctx.path =
+        canon::canonicalize(parts.uri.path(), plan.limits.max_path_bytes).map_err(|e| match e {
+            PathError::TooLong => Rejection::PathTooLong,
+            PathError::Invalid(why) => Rejection::BadPath(why),
+        })?;
 
     // 3. CORS preflight: answered by the gateway, before the method check
     //    (a preflight is an OPTIONS the route need not list) and before
@@ -121,10 +130,15 @@ async fn run(
     // 4–8: rate limits, authentication, authorization and validation plug in here.
 
     // 9. Upstream.
-    let upstream = plan.upstreams.get(route.upstream).ok_or(Rejection::Internal)?;
+    let upstream = plan
+        .upstreams
+        .get(route.upstream)
+        .ok_or(Rejection::Internal)?;
     let timeout = route.timeout.unwrap_or(upstream.response_timeout);
     ctx.upstream_called = true;
-    let resp = upstream.forward(ctx, parts, body, route.max_body, timeout).await?;
+    let resp = upstream
+        .forward(ctx, parts, body, route.max_body, timeout)
+        .await?;
 
     // 10. Response filtering.
     let (mut parts, body) = resp.into_parts();
@@ -138,7 +152,9 @@ async fn run(
             status = parts.status.as_u16(),
             "upstream returned a server error; body replaced"
         );
-        return Err(Rejection::UpstreamFailed { status: parts.status });
+        return Err(Rejection::UpstreamFailed {
+            status: parts.status,
+        });
     }
     Ok(Response::from_parts(parts, Body::stream(body)))
 }
@@ -156,7 +172,10 @@ fn check_head(limits: &crate::config::plan::Limits, h: &http::HeaderMap) -> Resu
 }
 
 /// Stage 3 for preflights: the policy of the route the preflight asks about.
-fn preflight(ctx: &mut RequestContext, parts: &request::Parts) -> Result<Response<Body>, Rejection> {
+fn preflight(
+    ctx: &mut RequestContext,
+    parts: &request::Parts,
+) -> Result<Response<Body>, Rejection> {
     let plan = ctx.plan.clone();
     let (Some(origin), Some(method)) = (
         parts.headers.get(header::ORIGIN),
@@ -187,8 +206,9 @@ fn redirect(ctx: &RequestContext, parts: &request::Parts) -> Result<Response<Bod
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .ok_or(Rejection::BadRequest("missing Host header"))?;
-    let authority: http::uri::Authority =
-        host.parse().map_err(|_| Rejection::BadRequest("invalid Host header"))?;
+    let authority: http::uri::Authority = host
+        .parse()
+        .map_err(|_| Rejection::BadRequest("invalid Host header"))?;
     if authority.as_str().contains('@') {
         return Err(Rejection::BadRequest("invalid Host header"));
     }
@@ -200,8 +220,8 @@ fn redirect(ctx: &RequestContext, parts: &request::Parts) -> Result<Response<Bod
     } else {
         format!("https://{host}:{port}{pq}")
     };
-    let location =
-        HeaderValue::from_str(&location).map_err(|_| Rejection::BadRequest("invalid request target"))?;
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| Rejection::BadRequest("invalid request target"))?;
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
     resp.headers_mut().insert(header::LOCATION, location);
@@ -230,10 +250,14 @@ fn attach_log(
     user_agent: Option<HeaderValue>,
     resp: &mut Response<Body>,
 ) {
-    let Some(sink) = ctx.plan.log_sink.clone() else { return };
+    let Some(sink) = ctx.plan.log_sink.clone() else {
+        return;
+    };
     let route = ctx.route.and_then(|i| ctx.plan.routes.get(i));
     let upstream = if ctx.upstream_called {
-        route.and_then(|r| ctx.plan.upstreams.get(r.upstream)).map(|u| u.name.clone())
+        route
+            .and_then(|r| ctx.plan.upstreams.get(r.upstream))
+            .map(|u| u.name.clone())
     } else {
         None
     };

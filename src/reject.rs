@@ -156,7 +156,8 @@ mod tests {
             "application/problem+json"
         );
         let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-        let v: serde_json::Value = serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
         assert_eq!(v["status"], 400);
         assert_eq!(v["type"], "urn:portcullis:problem:bad-path");
         assert_eq!(v["instance"], "urn:portcullis:request:abc");

@@ -61,10 +61,15 @@ impl Router {
                     grouped.len() - 1
                 }
             };
-            let Some((_, list)) = grouped.get_mut(slot) else { continue };
+            let Some((_, list)) = grouped.get_mut(slot) else {
+                continue;
+            };
             for m in methods {
                 if let Some((_, other)) = list.iter().find(|(x, _)| x == m) {
-                    errors.push((*idx, format!("{m} {tpl} is already handled by routes[{other}]")));
+                    errors.push((
+                        *idx,
+                        format!("{m} {tpl} is already handled by routes[{other}]"),
+                    ));
                 } else {
                     list.push((m.clone(), *idx));
                 }
@@ -79,24 +84,44 @@ impl Router {
                     by_method.push((Method::HEAD, *idx));
                 }
             }
-            let allow = by_method.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ");
+            let allow = by_method
+                .iter()
+                .map(|(m, _)| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             let allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static(""));
             let first = by_method.first().map_or(0, |(_, i)| *i);
             if let Err(e) = inner.insert(tpl.clone(), PathEntry { by_method, allow }) {
-                errors.push((first, format!("path {tpl:?} conflicts with another route: {e}")));
+                errors.push((
+                    first,
+                    format!("path {tpl:?} conflicts with another route: {e}"),
+                ));
             }
         }
-        if errors.is_empty() { Ok(Self { inner }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self { inner })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Finds the route for a canonical path and method.
     pub fn find(&self, path: &str, method: &Method) -> Result<Matched, Rejection> {
         let m = self.inner.at(path).map_err(|_| Rejection::NotFound)?;
         let Some((_, route)) = m.value.by_method.iter().find(|(x, _)| x == method) else {
-            return Err(Rejection::MethodNotAllowed { allow: m.value.allow.clone() });
+            return Err(Rejection::MethodNotAllowed {
+                allow: m.value.allow.clone(),
+            });
         };
-        let params = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        Ok(Matched { route: *route, params })
+        let params = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Matched {
+            route: *route,
+            params,
+        })
     }
 }
 
@@ -115,14 +140,28 @@ mod tests {
         let Ok(r) = r else { panic!("build failed") };
         let m = r.find("/users/7", &Method::GET).map_err(|e| e.to_string());
         assert!(matches!(m, Ok(Matched { route: 0, .. })));
-        assert!(matches!(r.find("/users/7", &Method::HEAD), Ok(Matched { route: 0, .. })));
-        assert!(matches!(r.find("/users/7", &Method::DELETE), Ok(Matched { route: 1, .. })));
+        assert!(matches!(
+            r.find("/users/7", &Method::HEAD),
+            Ok(Matched { route: 0, .. })
+        ));
+        assert!(matches!(
+            r.find("/users/7", &Method::DELETE),
+            Ok(Matched { route: 1, .. })
+        ));
         match r.find("/users/7", &Method::POST) {
-            Err(Rejection::MethodNotAllowed { allow }) => assert_eq!(allow, "GET, PUT, DELETE, HEAD"),
+            Err(Rejection::MethodNotAllowed { allow }) => {
+                assert_eq!(allow, "GET, PUT, DELETE, HEAD")
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(r.find("/nope", &Method::GET), Err(Rejection::NotFound)));
-        assert!(matches!(r.find("/files/a/b", &Method::GET), Ok(Matched { route: 2, .. })));
+        assert!(matches!(
+            r.find("/nope", &Method::GET),
+            Err(Rejection::NotFound)
+        ));
+        assert!(matches!(
+            r.find("/files/a/b", &Method::GET),
+            Ok(Matched { route: 2, .. })
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Operations: access log hygiene, config errors, `portcullis check`,
 //! reload (API, under load, invalid), SIGHUP, and SIGTERM draining.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -13,7 +13,15 @@ use support::*;
 async fn access_log_has_the_fields_and_never_a_secret() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&up, "").await;
-    let secrets = ["SECRET1bearer", "SECRET2cookie", "SECRET3apikey", "SECRET4tok", "SECRET5key", "SECRET6pw", "SECRET7cs"];
+    let secrets = [
+        "SECRET1bearer",
+        "SECRET2cookie",
+        "SECRET3apikey",
+        "SECRET4tok",
+        "SECRET5key",
+        "SECRET6pw",
+        "SECRET7cs",
+    ];
     let path = format!(
         "/api/v1/users/42?access_token={}&api_key={}&password={}&page=2&client_secret={}",
         secrets[3], secrets[4], secrets[5], secrets[6]
@@ -57,21 +65,48 @@ async fn config_errors_name_their_toml_path() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[server]\nbogus = 1\n", "server.bogus"),
-        ("[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nupstream = \"nope\"\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n", "routes[0].upstream"),
-        ("[server.http]\nlisten = \"nonsense\"\nmode = \"plain\"\n", "server.http.listen"),
-        ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode=\"plain\"\n", "server.trusted_proxies[0]"),
+        (
+            "[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nupstream = \"nope\"\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n",
+            "routes[0].upstream",
+        ),
+        (
+            "[server.http]\nlisten = \"nonsense\"\nmode = \"plain\"\n",
+            "server.http.listen",
+        ),
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode=\"plain\"\n",
+            "server.trusted_proxies[0]",
+        ),
         ("[limits]\nmax_body = \"12 parsecs\"\n", "limits.max_body"),
-        ("[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"redirect\"\n", "server.http.mode"),
-        ("[server.https]\nlisten = \"127.0.0.1:0\"\ncert = \"missing.pem\"\nkey = \"missing.pem\"\n", "server.https"),
-        ("[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/../b\"\nmethods = [\"GET\"]\nupstream = \"a\"\n", "routes[0].path"),
+        (
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"redirect\"\n",
+            "server.http.mode",
+        ),
+        (
+            "[server.https]\nlisten = \"127.0.0.1:0\"\ncert = \"missing.pem\"\nkey = \"missing.pem\"\n",
+            "server.https",
+        ),
+        (
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/../b\"\nmethods = [\"GET\"]\nupstream = \"a\"\n",
+            "routes[0].path",
+        ),
     ];
     for (text, path) in cases {
         let f = dir.path().join("c.toml");
         std::fs::write(&f, text).unwrap();
-        let err = portcullis::config::load(&f).err().unwrap_or_else(|| panic!("{text} compiled"));
-        assert!(err.0.iter().any(|e| e.path == path), "expected an error at {path}, got {err}");
+        let err = portcullis::config::load(&f)
+            .err()
+            .unwrap_or_else(|| panic!("{text} compiled"));
+        assert!(
+            err.0.iter().any(|e| e.path == path),
+            "expected an error at {path}, got {err}"
+        );
         // the CLI prints it and exits 1
-        let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("check").arg(&f).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("check")
+            .arg(&f)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains(path));
     }
@@ -82,9 +117,21 @@ async fn check_accepts_the_demo_config() {
     let dir = tempfile::tempdir().unwrap();
     portcullis::demo::ensure_cert(dir.path()).unwrap();
     let f = dir.path().join("portcullis.toml");
-    std::fs::write(&f, portcullis::demo::render_config(8443, 8080, "127.0.0.1:3000")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("check").arg(&f).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &f,
+        portcullis::demo::render_config(8443, 8080, "127.0.0.1:3000"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 5 routes"));
 }
 
@@ -111,7 +158,9 @@ async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
             n
         }));
     }
-    let with_new = format!("{original}\n[[routes]]\npath = \"/new\"\nmethods = [\"GET\"]\nupstream = \"app\"\n");
+    let with_new = format!(
+        "{original}\n[[routes]]\npath = \"/new\"\nmethods = [\"GET\"]\nupstream = \"app\"\n"
+    );
     for i in 0..6 {
         let text = if i % 2 == 0 { &with_new } else { &original };
         std::fs::write(&gw.config, text).unwrap();
@@ -139,7 +188,11 @@ async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
 
 /// Starts the real binary; returns the child and its HTTP address.
 fn spawn_binary(dir: &std::path::Path, cfg: &str) -> (std::process::Child, std::net::SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let f = dir.join("portcullis.toml");
     std::fs::write(&f, cfg.replace("{port}", &port.to_string())).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -167,7 +220,10 @@ fn binary_config(up: &Upstream, extra: &str) -> String {
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -178,7 +234,8 @@ async fn sighup_and_file_change_reload_the_binary() {
     let (mut child, addr) = spawn_binary(dir.path(), &binary_config(&up, ""));
     assert_eq!(get(addr, "/api/v1/users/1", "").await.status, 404);
     let port = addr.port().to_string();
-    let route = "[[routes]]\npath = \"/api/v1/users/{id}\"\nmethods = [\"GET\"]\nupstream = \"app\"\n";
+    let route =
+        "[[routes]]\npath = \"/api/v1/users/{id}\"\nmethods = [\"GET\"]\nupstream = \"app\"\n";
     let text = binary_config(&up, route).replace("{port}", &port);
     std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
     signal(&child, "-HUP");
@@ -218,7 +275,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     signal(&child, "-TERM");
     let r = inflight.await.unwrap();
     assert_eq!(r.status, 200, "in-flight request was not drained");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
     // and no longer accepting
     assert!(std::net::TcpStream::connect(addr).is_err());

@@ -1,6 +1,6 @@
 //! Reverse proxying: forwarding, header hygiene, client ip, request ids,
 //! HTTP/2, pooling, limits, timeouts and upstream failures.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -16,7 +16,12 @@ use tokio::net::TcpStream;
 async fn forwards_canonical_path_query_and_gateway_headers() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&up, "").await;
-    let r = get(gw.http(), "/api/v1/users/a%7Eb?x=1&y=%20", "User-Agent: t\r\n").await;
+    let r = get(
+        gw.http(),
+        "/api/v1/users/a%7Eb?x=1&y=%20",
+        "User-Agent: t\r\n",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = up.last();
     // the path the upstream sees is the canonical one that was checked
@@ -52,7 +57,10 @@ async fn post_body_is_streamed_upstream() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(up.last().body_len, 5);
-    assert!(!up.last().headers.contains_key("transfer-encoding") || up.last().headers["transfer-encoding"] == "chunked");
+    assert!(
+        !up.last().headers.contains_key("transfer-encoding")
+            || up.last().headers["transfer-encoding"] == "chunked"
+    );
 }
 
 #[tokio::test]
@@ -67,13 +75,22 @@ async fn hop_by_hop_headers_removed_both_ways_and_gateway_headers_survive() {
     .await;
     assert_eq!(r.status, 200);
     let seen = up.last();
-    for h in ["x-custom", "keep-alive", "te", "proxy-authorization", "connection"] {
+    for h in [
+        "x-custom",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "connection",
+    ] {
         assert!(!seen.headers.contains_key(h), "{h} reached the upstream");
     }
     // the gateway's own headers are set after removal: a client cannot strip them
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_ne!(seen.headers["x-request-id"], "spoofed");
-    assert_eq!(seen.headers["x-request-id"], r.header("x-request-id").unwrap());
+    assert_eq!(
+        seen.headers["x-request-id"],
+        r.header("x-request-id").unwrap()
+    );
     // upstream named X-Internal and HSTS in its Connection header: X-Internal
     // goes, HSTS (set by the gateway afterwards) stays
     assert!(r.header("x-internal").is_none());
@@ -84,7 +101,12 @@ async fn hop_by_hop_headers_removed_both_ways_and_gateway_headers_survive() {
 async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&up, "").await;
-    let r = get(gw.http(), "/api/v1/users/1", "X-Forwarded-For: 1.2.3.4\r\nForwarded: for=5.6.7.8\r\n").await;
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "X-Forwarded-For: 1.2.3.4\r\nForwarded: for=5.6.7.8\r\n",
+    )
+    .await;
     assert_eq!(r.status, 200);
     let seen = up.last();
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
@@ -101,7 +123,10 @@ async fn trusted_proxy_chain_is_walked_and_extended() {
     let up = Upstream::start().await;
     let cfg = format!(
         "{}{}",
-        base_config("trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]", "behind_tls_proxy"),
+        base_config(
+            "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+            "behind_tls_proxy"
+        ),
         ROUTES
     );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
@@ -113,7 +138,10 @@ async fn trusted_proxy_chain_is_walked_and_extended() {
     .await;
     assert_eq!(r.status, 200);
     let seen = up.last();
-    assert_eq!(seen.headers["x-forwarded-for"], "9.9.9.9, 203.0.113.5, 10.1.1.1, 127.0.0.1");
+    assert_eq!(
+        seen.headers["x-forwarded-for"],
+        "9.9.9.9, 203.0.113.5, 10.1.1.1, 127.0.0.1"
+    );
     // a trusted proxy's request id is kept
     assert_eq!(r.header("x-request-id"), Some("lb-abc-123"));
     assert_eq!(seen.headers["x-request-id"], "lb-abc-123");
@@ -123,7 +151,12 @@ async fn trusted_proxy_chain_is_walked_and_extended() {
     // right to left: 10.1.1.1 is trusted, 203.0.113.5 is the client
     assert_eq!(v["client_ip"], "203.0.113.5");
     // a malformed id from a trusted proxy is replaced
-    let r = get(gw.http(), "/api/v1/users/1", "X-Request-Id: bad id with spaces\r\n").await;
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "X-Request-Id: bad id with spaces\r\n",
+    )
+    .await;
     assert_ne!(r.header("x-request-id"), Some("bad id with spaces"));
 }
 
@@ -132,13 +165,23 @@ async fn http2_and_http11_over_tls_with_pooled_upstream_connections() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&up, "").await;
     for h2 in [true, false] {
-        let req = http::Request::get(format!("https://localhost:{}/api/v1/users/7", gw.https().port()))
-            .header("host", "localhost")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = http::Request::get(format!(
+            "https://localhost:{}/api/v1/users/7",
+            gw.https().port()
+        ))
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
         let (version, r) = hyper_tls(&gw, h2, req).await;
         assert_eq!(r.status, 200);
-        assert_eq!(version, if h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
+        assert_eq!(
+            version,
+            if h2 {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            }
+        );
         assert_eq!(up.last().headers["x-forwarded-proto"], "https");
         assert!(r.header("strict-transport-security").is_some());
     }
@@ -147,7 +190,11 @@ async fn http2_and_http11_over_tls_with_pooled_upstream_connections() {
         assert_eq!(get(gw.http(), "/api/v1/users/1", "").await.status, 200);
     }
     let peers: std::collections::HashSet<_> = up.seen().iter().map(|s| s.peer).collect();
-    assert!(peers.len() <= 3, "{} upstream connections for 22 requests", peers.len());
+    assert!(
+        peers.len() <= 3,
+        "{} upstream connections for 22 requests",
+        peers.len()
+    );
 }
 
 #[tokio::test]
@@ -164,9 +211,17 @@ max_body = "1KiB"
 "#;
     let gw = Gateway::start(&up, extra).await;
     let before = up.count();
-    let r = raw(gw.http(), b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n").await;
+    let r = raw(
+        gw.http(),
+        b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_problem(&r, 413, "body-too-large");
-    assert_eq!(up.count(), before, "declared-too-large body reached the upstream");
+    assert_eq!(
+        up.count(),
+        before,
+        "declared-too-large body reached the upstream"
+    );
     // chunked with no declared length: cut off while streaming
     let mut req = b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..4 {
@@ -178,7 +233,11 @@ max_body = "1KiB"
     let r = raw(gw.http(), &req).await;
     assert_problem(&r, 413, "body-too-large");
     // under the limit passes
-    let r = raw(gw.http(), b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await;
+    let r = raw(
+        gw.http(),
+        b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 
@@ -208,7 +267,10 @@ async fn header_limits_431() {
 async fn upstream_down_502_and_slow_504() {
     let up = Upstream::start().await;
     // a port with nothing listening
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let cfg = format!(
         "{}{}\n[upstreams.dead]\nurl = \"http://{dead}\"\n\n[[routes]]\npath = \"/dead\"\nmethods = [\"GET\"]\nupstream = \"dead\"\n",
         base_config("", "behind_tls_proxy"),
@@ -220,7 +282,10 @@ async fn upstream_down_502_and_slow_504() {
     let t = std::time::Instant::now();
     let r = get(gw.http(), "/slow", "").await;
     assert_problem(&r, 504, "upstream-timeout");
-    assert!(t.elapsed() < Duration::from_secs(2), "route timeout of 300ms not applied");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "route timeout of 300ms not applied"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +296,11 @@ async fn upstream_5xx_body_replaced_status_kept() {
     assert_problem(&r, 503, "upstream-error");
     assert!(!r.text().contains("Traceback") && !r.text().contains("hunter2"));
     // configurable: off passes the upstream body through
-    let cfg = format!("{}{}\n[errors]\nreplace_upstream_5xx = false\n", base_config("", "behind_tls_proxy"), ROUTES);
+    let cfg = format!(
+        "{}{}\n[errors]\nreplace_upstream_5xx = false\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES
+    );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
     let r = get(gw.http(), "/error", "").await;
     assert_eq!(r.status, 503);
@@ -250,14 +319,23 @@ async fn large_response_streams() {
 #[tokio::test]
 async fn slowloris_head_is_cut_off() {
     let up = Upstream::start().await;
-    let cfg = format!("{}{}\n[limits]\nheader_read_timeout = \"400ms\"\n", base_config("", "behind_tls_proxy"), ROUTES);
+    let cfg = format!(
+        "{}{}\n[limits]\nheader_read_timeout = \"400ms\"\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES
+    );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
     let mut s = TcpStream::connect(gw.http()).await.unwrap();
-    s.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let t = std::time::Instant::now();
     let mut buf = Vec::new();
     let res = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    assert!(res.is_ok(), "connection with an unfinished head stayed open");
+    assert!(
+        res.is_ok(),
+        "connection with an unfinished head stayed open"
+    );
     assert!(t.elapsed() < Duration::from_secs(3));
     assert_eq!(up.count(), 0);
 }
@@ -265,10 +343,16 @@ async fn slowloris_head_is_cut_off() {
 #[tokio::test]
 async fn idle_keepalive_connection_is_closed() {
     let up = Upstream::start().await;
-    let cfg = format!("{}{}\n[limits]\nidle_timeout = \"500ms\"\n", base_config("", "behind_tls_proxy"), ROUTES);
+    let cfg = format!(
+        "{}{}\n[limits]\nidle_timeout = \"500ms\"\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES
+    );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
     let mut s = TcpStream::connect(gw.http()).await.unwrap();
-    s.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 65536];
     let n = s.read(&mut buf).await.unwrap();
     assert!(n > 0);
@@ -276,23 +360,36 @@ async fn idle_keepalive_connection_is_closed() {
     let mut rest = Vec::new();
     let res = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(res.is_ok(), "idle keep-alive connection was never closed");
-    assert!(t.elapsed() >= Duration::from_millis(300), "closed too early: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn max_connections_caps_concurrent_connections() {
     let up = Upstream::start().await;
-    let cfg = format!("{}{}", base_config("max_connections = 2", "behind_tls_proxy"), ROUTES);
+    let cfg = format!(
+        "{}{}",
+        base_config("max_connections = 2", "behind_tls_proxy"),
+        ROUTES
+    );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
     let a = TcpStream::connect(gw.http()).await.unwrap();
     let b = TcpStream::connect(gw.http()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // the third connection is accepted by the kernel but not served
     let mut c = TcpStream::connect(gw.http()).await.unwrap();
-    c.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    c.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 16];
     let early = tokio::time::timeout(Duration::from_millis(400), c.read(&mut buf)).await;
-    assert!(early.is_err(), "third connection was served while two were open");
+    assert!(
+        early.is_err(),
+        "third connection was served while two were open"
+    );
     drop(a);
     let r = read_response(&mut c).await;
     assert_eq!(r.status, 200);

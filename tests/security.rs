@@ -1,6 +1,6 @@
 //! TLS, redirects, security headers, CORS and the canonical path: the
 //! controls a client can try to get around.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -34,21 +34,35 @@ async fn tls_10_and_11_refused_12_and_13_accepted() {
         let mut s = TcpStream::connect(gw.https()).await.unwrap();
         s.write_all(&legacy_client_hello(v)).await.unwrap();
         let mut buf = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
         // an alert record (content type 21), fatal (2): protocol_version (70)
         // or handshake_failure (40), and no ServerHello (content type 22)
-        assert_eq!(buf.first(), Some(&0x15), "TLS {v:?} was not refused with an alert: {buf:?}");
+        assert_eq!(
+            buf.first(),
+            Some(&0x15),
+            "TLS {v:?} was not refused with an alert: {buf:?}"
+        );
         assert_eq!(buf.get(5), Some(&2));
         assert!(matches!(buf.get(6), Some(70 | 40)), "{buf:?}");
         assert!(!buf.contains(&0x16));
     }
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let cfg = tls_client(&gw.cert(), &[b"http/1.1"], &[version]);
-        let mut s = tls_connect(gw.https(), cfg).await.expect("modern TLS handshake");
-        s.write_all(b"GET /api/v1/users/1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut s = tls_connect(gw.https(), cfg)
+            .await
+            .expect("modern TLS handshake");
+        s.write_all(
+            b"GET /api/v1/users/1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
         let r = read_response(&mut s).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.header("strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains")
+        );
     }
 }
 
@@ -60,11 +74,21 @@ async fn http_listener_redirects_with_308() {
     let r = raw(gw.http(), b"GET /api/v1/users/1?x=y HTTP/1.1\r\nHost: api.example.com:8080\r\nConnection: close\r\n\r\n").await;
     assert_eq!(r.status, 308);
     let port = gw.https().port();
-    assert_eq!(r.header("location"), Some(format!("https://api.example.com:{port}/api/v1/users/1?x=y").as_str()));
-    assert!(r.header("strict-transport-security").is_none(), "HSTS over plain HTTP is meaningless");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://api.example.com:{port}/api/v1/users/1?x=y").as_str())
+    );
+    assert!(
+        r.header("strict-transport-security").is_none(),
+        "HSTS over plain HTTP is meaningless"
+    );
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     // POST too (308 keeps the method), and nothing is proxied
-    let r = raw(gw.http(), b"POST /api/v1/posts HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let r = raw(
+        gw.http(),
+        b"POST /api/v1/posts HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 308);
     // no Host: 400, not a redirect to nowhere
     let r = raw(gw.http(), b"GET / HTTP/1.0\r\n\r\n").await;
@@ -82,7 +106,13 @@ async fn plain_mode_serves_http_without_hsts() {
     assert!(r.header("strict-transport-security").is_none());
     assert_eq!(up.last().headers["x-forwarded-proto"], "http");
     // and `check` warns about it
-    assert!(gw.handle.plan().warnings.iter().any(|w| w.contains("plain")));
+    assert!(
+        gw.handle
+            .plan()
+            .warnings
+            .iter()
+            .any(|w| w.contains("plain"))
+    );
 }
 
 #[tokio::test]
@@ -95,22 +125,39 @@ async fn security_headers_on_every_response_and_leaky_headers_stripped() {
     );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
     let responses = [
-        get(gw.http(), "/api/v1/users/1", "").await,   // 200 from upstream
-        get(gw.http(), "/nope", "").await,             // 404
-        get(gw.http(), "/a/../b", "").await,           // 400
-        get(gw.http(), "/error", "").await,            // 503 replaced
-        raw(gw.http(), b"PATCH /api/v1/users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await, // 405
+        get(gw.http(), "/api/v1/users/1", "").await, // 200 from upstream
+        get(gw.http(), "/nope", "").await,           // 404
+        get(gw.http(), "/a/../b", "").await,         // 400
+        get(gw.http(), "/error", "").await,          // 503 replaced
+        raw(
+            gw.http(),
+            b"PATCH /api/v1/users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await, // 405
     ];
     for r in &responses {
-        assert_eq!(r.header("strict-transport-security"), Some("max-age=31536000; includeSubDomains"), "{}", r.status);
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains"),
+            "{}",
+            r.status
+        );
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(r.header("x-frame-options"), Some("DENY"));
-        assert_eq!(r.header("content-security-policy"), Some("default-src 'none'; frame-ancestors 'none'"));
+        assert_eq!(
+            r.header("content-security-policy"),
+            Some("default-src 'none'; frame-ancestors 'none'")
+        );
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
         assert_eq!(r.header("permissions-policy"), Some("camera=()"));
         assert!(r.all("vary").iter().any(|v| v.contains("Origin")));
         assert!(r.header("x-request-id").is_some());
-        for leak in ["server", "x-powered-by", "x-aspnet-version", "x-debug-token"] {
+        for leak in [
+            "server",
+            "x-powered-by",
+            "x-aspnet-version",
+            "x-debug-token",
+        ] {
             assert!(r.header(leak).is_none(), "{leak} leaked on {}", r.status);
         }
     }
@@ -154,9 +201,21 @@ async fn cors_preflight_and_actual_requests() {
             "OPTIONS /api/v1/users/1 HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: {method}\r\n{headers}Connection: close\r\n\r\n"
         )
     };
-    let r = raw(gw.http(), pre("https://app.example.com", "PUT", "Access-Control-Request-Headers: Content-Type, Authorization\r\n").as_bytes()).await;
+    let r = raw(
+        gw.http(),
+        pre(
+            "https://app.example.com",
+            "PUT",
+            "Access-Control-Request-Headers: Content-Type, Authorization\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("access-control-allow-methods"), Some("GET, PUT"));
     assert_eq!(r.header("access-control-max-age"), Some("600"));
@@ -166,7 +225,11 @@ async fn cors_preflight_and_actual_requests() {
     for req in [
         pre("https://evil.example", "GET", ""),
         pre("https://app.example.com", "DELETE", ""),
-        pre("https://app.example.com", "GET", "Access-Control-Request-Headers: x-evil\r\n"),
+        pre(
+            "https://app.example.com",
+            "GET",
+            "Access-Control-Request-Headers: x-evil\r\n",
+        ),
         pre("null", "GET", ""),
     ] {
         let r = raw(gw.http(), req.as_bytes()).await;
@@ -176,10 +239,26 @@ async fn cors_preflight_and_actual_requests() {
     // preflights never reach the upstream
     assert_eq!(up.count(), 0);
     // actual requests: the allowed origin is echoed, an unlisted one never
-    let r = get(gw.http(), "/api/v1/users/1", "Origin: https://app.example.com\r\n").await;
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
-    assert_eq!(r.header("access-control-expose-headers"), Some("x-request-id"));
-    let r = get(gw.http(), "/api/v1/users/1", "Origin: https://evil.example\r\n").await;
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "Origin: https://app.example.com\r\n",
+    )
+    .await;
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "Origin: https://evil.example\r\n",
+    )
+    .await;
     assert!(r.header("access-control-allow-origin").is_none());
     assert!(r.header("access-control-allow-credentials").is_none());
     // "*" without credentials
@@ -235,22 +314,40 @@ async fn every_path_bypass_form_is_refused_and_never_reaches_the_upstream() {
         assert_problem(&r, 400, "bad-path");
     }
     // the same over TLS
-    let r = raw_tls(&gw, b"GET /api/v1/users/%2e%2e/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    let r = raw_tls(
+        &gw,
+        b"GET /api/v1/users/%2e%2e/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_problem(&r, 400, "bad-path");
     // a fragment is cut off by the HTTP parser before any check: the path
     // checked is the path sent, and this one is not routed
     let r = get(gw.http(), "/internal/debug#x", "").await;
     assert_problem(&r, 404, "not-found");
     // undocumented paths: 404; case matters; wrong method: 405
-    for path in ["/internal/debug", "/API/v1/users/1", "/api/v1/users", "/api/v1/users/1/extra"] {
+    for path in [
+        "/internal/debug",
+        "/API/v1/users/1",
+        "/api/v1/users",
+        "/api/v1/users/1/extra",
+    ] {
         let r = get(gw.http(), path, "").await;
         assert_problem(&r, 404, "not-found");
     }
     let long = format!("/api/v1/users/{}", "a".repeat(3000));
     assert_problem(&get(gw.http(), &long, "").await, 414, "path-too-long");
-    assert_eq!(up.count(), 0, "a refused request reached the upstream: {:?}", up.seen());
+    assert_eq!(
+        up.count(),
+        0,
+        "a refused request reached the upstream: {:?}",
+        up.seen()
+    );
     // absolute-form request targets go through the same canonicalizer
-    let r = raw(gw.http(), b"GET http://x/api/v1/users/%2e%2e/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let r = raw(
+        gw.http(),
+        b"GET http://x/api/v1/users/%2e%2e/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_problem(&r, 400, "bad-path");
     let r = get(gw.http(), "/files/a/b.txt", "").await;
     assert_eq!(r.status, 200);

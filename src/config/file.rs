@@ -232,7 +232,9 @@ pub struct Errors {
 
 impl Default for Errors {
     fn default() -> Self {
-        Self { replace_upstream_5xx: true }
+        Self {
+            replace_upstream_5xx: true,
+        }
     }
 }
 
@@ -254,9 +256,11 @@ impl Default for Log {
         Self {
             access: "stdout".into(),
             level: "info".into(),
-            redact_query: ["token", "key", "password", "secret", "auth", "session", "code"]
-                .map(String::from)
-                .to_vec(),
+            redact_query: [
+                "token", "key", "password", "secret", "auth", "session", "code",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

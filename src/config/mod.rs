@@ -46,7 +46,10 @@ impl std::error::Error for ConfigErrors {}
 
 impl ConfigErrors {
     fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self(vec![ConfigError { path: path.into(), message: message.into() }])
+        Self(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
     }
 }
 

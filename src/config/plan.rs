@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
 use http::Method;
+use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -115,7 +115,10 @@ struct Errs(Vec<ConfigError>);
 
 impl Errs {
     fn push(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), message: msg.into() });
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: msg.into(),
+        });
     }
 }
 
@@ -140,11 +143,22 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         warnings.push("server.trusted_proxies contains 0.0.0.0/0 or ::/0: every client can choose its own address".into());
     }
     let https = s.https.as_ref().and_then(|h| {
-        let addr = parse_addr(&h.listen).map_err(|m| e.push("server.https.listen", m)).ok();
-        let tls = tls_config(&resolve(base, &h.cert), &resolve(base, &h.key), h.tls12, h.http2)
-            .map_err(|m| e.push("server.https", m))
+        let addr = parse_addr(&h.listen)
+            .map_err(|m| e.push("server.https.listen", m))
             .ok();
-        Some(HttpsListener { addr: addr?, tls: tls?, handshake_timeout: h.handshake_timeout.0 })
+        let tls = tls_config(
+            &resolve(base, &h.cert),
+            &resolve(base, &h.key),
+            h.tls12,
+            h.http2,
+        )
+        .map_err(|m| e.push("server.https", m))
+        .ok();
+        Some(HttpsListener {
+            addr: addr?,
+            tls: tls?,
+            handshake_timeout: h.handshake_timeout.0,
+        })
     });
     let http = s.http.as_ref().and_then(|h| {
         let addr = parse_addr(&h.listen).map_err(|m| e.push("server.http.listen", m)).ok()?;
@@ -161,7 +175,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         Some(HttpListener { addr, mode: h.mode, redirect_port })
     });
     if s.https.is_none() && s.http.is_none() {
-        e.push("server", "no listener: configure [server.https] and/or [server.http]");
+        e.push(
+            "server",
+            "no listener: configure [server.https] and/or [server.http]",
+        );
     }
     if s.max_connections == 0 {
         e.push("server.max_connections", "must be at least 1");
@@ -182,10 +199,16 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         e.push("limits.max_header_bytes", "must be at least 1KiB");
     }
     if limits.max_headers == 0 || limits.max_path_bytes == 0 {
-        e.push("limits", "max_headers and max_path_bytes must be at least 1");
+        e.push(
+            "limits",
+            "max_headers and max_path_bytes must be at least 1",
+        );
     }
     if limits.header_read_timeout.is_zero() || limits.idle_timeout.is_zero() {
-        e.push("limits", "header_read_timeout and idle_timeout must be above zero");
+        e.push(
+            "limits",
+            "header_read_timeout and idle_timeout must be above zero",
+        );
     }
 
     // --- headers
@@ -199,7 +222,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         p => Some(AccessTarget::File(resolve(base, Path::new(p)))),
     };
     if !["error", "warn", "info", "debug", "trace"].contains(&f.log.level.as_str()) {
-        e.push("log.level", "must be one of error, warn, info, debug, trace");
+        e.push(
+            "log.level",
+            "must be one of error, warn, info, debug, trace",
+        );
     }
 
     // --- upstreams
@@ -209,7 +235,9 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         .iter()
         .filter_map(|(name, u)| {
             let path = format!("upstreams.{name}.url");
-            let authority = parse_upstream_url(&u.url).map_err(|m| e.push(path, m)).ok()?;
+            let authority = parse_upstream_url(&u.url)
+                .map_err(|m| e.push(path, m))
+                .ok()?;
             Some(Upstream::new(
                 name,
                 authority,
@@ -235,7 +263,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         }
         let i = cors_names.iter().position(|n| n.as_str() == name);
         if i.is_none() {
-            e.push(path, format!("no CORS policy named {name:?} in [cors.policies]"));
+            e.push(
+                path,
+                format!("no CORS policy named {name:?} in [cors.policies]"),
+            );
         }
         i
     };
@@ -256,11 +287,15 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         let mut methods = Vec::new();
         for (j, m) in r.methods.iter().enumerate() {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) if m == Method::CONNECT || m == Method::TRACE => {
-                    e.push(format!("routes[{i}].methods[{j}]"), format!("{m} is never proxied"))
-                }
+                Ok(m) if m == Method::CONNECT || m == Method::TRACE => e.push(
+                    format!("routes[{i}].methods[{j}]"),
+                    format!("{m} is never proxied"),
+                ),
                 Ok(m) => methods.push(m),
-                Err(_) => e.push(format!("routes[{i}].methods[{j}]"), format!("invalid method {m:?}")),
+                Err(_) => e.push(
+                    format!("routes[{i}].methods[{j}]"),
+                    format!("invalid method {m:?}"),
+                ),
             }
         }
         if r.methods.is_empty() {
@@ -268,7 +303,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         }
         let upstream = names.iter().position(|n| **n == r.upstream);
         if upstream.is_none() {
-            e.push(p("upstream"), format!("no upstream named {:?} in [upstreams]", r.upstream));
+            e.push(
+                p("upstream"),
+                format!("no upstream named {:?} in [upstreams]", r.upstream),
+            );
         }
         let cors = match &r.cors {
             Some(n) => cors_index(n, p("cors"), &mut e),
@@ -315,7 +353,12 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         access_target,
         log_sink: None,
         log_level: f.log.level.clone(),
-        redact_query: f.log.redact_query.iter().map(|w| w.to_ascii_lowercase()).collect(),
+        redact_query: f
+            .log
+            .redact_query
+            .iter()
+            .map(|w| w.to_ascii_lowercase())
+            .collect(),
         upstreams,
         cors,
         routes,
@@ -325,12 +368,17 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("invalid listen address {s:?}: expected ip:port such as \"0.0.0.0:8443\""))
+    s.parse().map_err(|_| {
+        format!("invalid listen address {s:?}: expected ip:port such as \"0.0.0.0:8443\"")
+    })
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -347,9 +395,13 @@ fn parse_upstream_url(s: &str) -> Result<http::uri::Authority, String> {
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(format!("{s:?}: an upstream URL has no path or query"));
     }
-    let a = uri.authority().ok_or_else(|| format!("{s:?} has no host"))?;
+    let a = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
     if a.as_str().contains('@') {
-        return Err(format!("{s:?}: credentials in upstream URLs are not supported"));
+        return Err(format!(
+            "{s:?}: credentials in upstream URLs are not supported"
+        ));
     }
     if a.port_u16().is_none() {
         return a
@@ -365,16 +417,29 @@ fn parse_upstream_url(s: &str) -> Result<http::uri::Authority, String> {
 fn check_template(t: &str) -> Result<(), String> {
     let filled: String = t
         .split('/')
-        .map(|seg| if seg.starts_with('{') && seg.ends_with('}') { "x" } else { seg })
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                "x"
+            } else {
+                seg
+            }
+        })
         .collect::<Vec<_>>()
         .join("/");
     match crate::canon::canonicalize(&filled, usize::MAX) {
         Ok(c) if c == filled => {}
-        _ => return Err(format!("{t:?} is not a canonical path template (start with '/', no '//', '.', '..', '%', ';' or spaces)")),
+        _ => {
+            return Err(format!(
+                "{t:?} is not a canonical path template (start with '/', no '//', '.', '..', '%', ';' or spaces)"
+            ));
+        }
     }
     for seg in t.split('/') {
-        if (seg.contains('{') || seg.contains('}')) && !(seg.starts_with('{') && seg.ends_with('}')) {
-            return Err(format!("{t:?}: a parameter must be a whole segment, like /users/{{id}}"));
+        if (seg.contains('{') || seg.contains('}')) && !(seg.starts_with('{') && seg.ends_with('}'))
+        {
+            return Err(format!(
+                "{t:?}: a parameter must be a whole segment, like /users/{{id}}"
+            ));
         }
     }
     Ok(())
@@ -384,7 +449,9 @@ fn header_value(v: &str, path: &str, e: &mut Errs) -> Option<HeaderValue> {
     if v.is_empty() {
         return None;
     }
-    HeaderValue::from_str(v).map_err(|_| e.push(path, format!("invalid header value {v:?}"))).ok()
+    HeaderValue::from_str(v)
+        .map_err(|_| e.push(path, format!("invalid header value {v:?}")))
+        .ok()
 }
 
 fn compile_headers(h: &file::Headers, e: &mut Errs, warnings: &mut Vec<String>) -> SecurityHeaders {
@@ -394,14 +461,29 @@ fn compile_headers(h: &file::Headers, e: &mut Errs, warnings: &mut Vec<String>) 
     }
     let mut always = Vec::new();
     if h.nosniff {
-        always.push((http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+        always.push((
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
     } else {
         warnings.push("headers.nosniff = false: browsers may sniff content types".into());
     }
     for (name, v, path) in [
-        (http::header::X_FRAME_OPTIONS, &h.frame_options, "headers.frame_options"),
-        (http::header::CONTENT_SECURITY_POLICY, &h.content_security_policy, "headers.content_security_policy"),
-        (http::header::REFERRER_POLICY, &h.referrer_policy, "headers.referrer_policy"),
+        (
+            http::header::X_FRAME_OPTIONS,
+            &h.frame_options,
+            "headers.frame_options",
+        ),
+        (
+            http::header::CONTENT_SECURITY_POLICY,
+            &h.content_security_policy,
+            "headers.content_security_policy",
+        ),
+        (
+            http::header::REFERRER_POLICY,
+            &h.referrer_policy,
+            "headers.referrer_policy",
+        ),
     ] {
         if let Some(v) = header_value(v, path, e) {
             always.push((name, v));
@@ -427,21 +509,38 @@ fn compile_headers(h: &file::Headers, e: &mut Errs, warnings: &mut Vec<String>) 
         } else {
             match HeaderName::from_bytes(lower.as_bytes()) {
                 Ok(n) => strip_exact.push(n),
-                Err(_) => e.push(format!("headers.strip[{i}]"), format!("invalid header name {s:?}")),
+                Err(_) => e.push(
+                    format!("headers.strip[{i}]"),
+                    format!("invalid header name {s:?}"),
+                ),
             }
         }
     }
-    SecurityHeaders { hsts, always, no_store: h.no_store, strip_exact, strip_prefix }
+    SecurityHeaders {
+        hsts,
+        always,
+        no_store: h.no_store,
+        strip_exact,
+        strip_prefix,
+    }
 }
 
 fn compile_cors(name: &str, p: &file::CorsPolicy, e: &mut Errs) -> Option<CorsPolicy> {
     let path = |f: &str| format!("cors.policies.{name}.{f}");
     let any_origin = p.allow_origins.iter().any(|o| o == "*");
     if any_origin && p.allow_credentials {
-        e.push(path("allow_origins"), "\"*\" cannot be combined with allow_credentials = true");
+        e.push(
+            path("allow_origins"),
+            "\"*\" cannot be combined with allow_credentials = true",
+        );
     }
     let mut origins = Vec::new();
-    for (i, o) in p.allow_origins.iter().enumerate().filter(|(_, o)| *o != "*") {
+    for (i, o) in p
+        .allow_origins
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| *o != "*")
+    {
         match check_origin(o) {
             Ok(v) => origins.push(v),
             Err(m) => e.push(format!("cors.policies.{name}.allow_origins[{i}]"), m),
@@ -463,7 +562,11 @@ fn compile_cors(name: &str, p: &file::CorsPolicy, e: &mut Errs) -> Option<CorsPo
     }
     let join = |v: Vec<&str>| HeaderValue::from_str(&v.join(", ")).ok();
     let methods_value = join(methods.iter().map(Method::as_str).collect())?;
-    let headers_value = if headers.is_empty() { None } else { join(headers.iter().map(HeaderName::as_str).collect()) };
+    let headers_value = if headers.is_empty() {
+        None
+    } else {
+        join(headers.iter().map(HeaderName::as_str).collect())
+    };
     let expose_value = if p.expose_headers.is_empty() {
         None
     } else {
@@ -498,7 +601,12 @@ fn check_origin(o: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(&lower).map_err(|_| format!("invalid origin {o:?}"))
 }
 
-fn tls_config(cert: &Path, key: &Path, tls12: bool, http2: bool) -> Result<Arc<ServerConfig>, String> {
+fn tls_config(
+    cert: &Path,
+    key: &Path,
+    tls12: bool,
+    http2: bool,
+) -> Result<Arc<ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|err| format!("cannot read certificate {}: {err}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -558,7 +666,10 @@ mod tests {
     #[test]
     fn upstream_urls() {
         assert!(parse_upstream_url("http://127.0.0.1:3000").is_ok());
-        assert_eq!(parse_upstream_url("http://app").map(|a| a.to_string()), Ok("app:80".into()));
+        assert_eq!(
+            parse_upstream_url("http://app").map(|a| a.to_string()),
+            Ok("app:80".into())
+        );
         assert!(parse_upstream_url("https://x:1").is_err());
         assert!(parse_upstream_url("http://x:1/path").is_err());
         assert!(parse_upstream_url("http://u:p@x:1").is_err());

@@ -28,7 +28,8 @@ pub fn ensure_cert(dir: &Path) -> Result<(), String> {
     }
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
         .map_err(|e| format!("cannot generate a certificate: {e}"))?;
-    std::fs::write(&cert, ck.cert.pem()).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
+    std::fs::write(&cert, ck.cert.pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
     write_private(&key, ck.signing_key.serialize_pem().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", key.display()))
 }
@@ -36,7 +37,12 @@ pub fn ensure_cert(dir: &Path) -> Result<(), String> {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -44,10 +50,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub async fn run(dir: &Path, https_port: u16, http_port: u16) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     ensure_cert(dir)?;
-    let api = sample_api::start().await.map_err(|e| format!("cannot start the sample API: {e}"))?;
+    let api = sample_api::start()
+        .await
+        .map_err(|e| format!("cannot start the sample API: {e}"))?;
     let cfg_path = dir.join("portcullis.toml");
-    std::fs::write(&cfg_path, render_config(https_port, http_port, &api.to_string()))
-        .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
+    std::fs::write(
+        &cfg_path,
+        render_config(https_port, http_port, &api.to_string()),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
     let plan = config::load(&cfg_path).map_err(|e| e.to_string())?;
     let server = Server::bind(plan, Some(cfg_path.clone()))
         .await

@@ -65,7 +65,9 @@ impl Store {
 pub fn spawn(listener: TcpListener, store: Arc<Mutex<Store>>) {
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let store = store.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(store.clone(), req));
@@ -88,14 +90,24 @@ pub async fn start() -> std::io::Result<SocketAddr> {
 fn reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     // What a careless framework leaks; the gateway strips these.
-    r.headers_mut().insert("server", http::HeaderValue::from_static("SampleAPI/0.9 (Ubuntu)"));
-    r.headers_mut().insert("x-powered-by", http::HeaderValue::from_static("Express"));
+    r.headers_mut().insert(
+        "server",
+        http::HeaderValue::from_static("SampleAPI/0.9 (Ubuntu)"),
+    );
+    r.headers_mut()
+        .insert("x-powered-by", http::HeaderValue::from_static("Express"));
     r
 }
 
-async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    store: Arc<Mutex<Store>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let body: Value = match Limited::new(req.into_body(), 1 << 20).collect().await {
@@ -104,7 +116,10 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
     };
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let Ok(mut s) = store.lock() else {
-        return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "poisoned"})));
+        return Ok(reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "poisoned"}),
+        ));
     };
     let not_found = || reply(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
     let find = |list: &[Value], id: &str| list.iter().position(|x| x["id"] == id);
@@ -119,19 +134,24 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
             Some(i) => reply(StatusCode::OK, &s.users[i]),
             None => not_found(),
         },
-        (&Method::PUT, ["api", "v1", "users", id]) => match (find(&s.users, id), body.as_object()) {
-            (Some(i), Some(patch)) => {
-                // Mass assignment on purpose: every field is taken as given.
-                if let Some(u) = s.users[i].as_object_mut() {
-                    for (k, v) in patch {
-                        u.insert(k.clone(), v.clone());
+        (&Method::PUT, ["api", "v1", "users", id]) => {
+            match (find(&s.users, id), body.as_object()) {
+                (Some(i), Some(patch)) => {
+                    // Mass assignment on purpose: every field is taken as given.
+                    if let Some(u) = s.users[i].as_object_mut() {
+                        for (k, v) in patch {
+                            u.insert(k.clone(), v.clone());
+                        }
                     }
+                    reply(StatusCode::OK, &s.users[i])
                 }
-                reply(StatusCode::OK, &s.users[i])
+                (Some(_), None) => reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "expected a JSON object"}),
+                ),
+                (None, _) => not_found(),
             }
-            (Some(_), None) => reply(StatusCode::BAD_REQUEST, &json!({"error": "expected a JSON object"})),
-            (None, _) => not_found(),
-        },
+        }
         (&Method::DELETE, ["api", "v1", "users", id]) => match find(&s.users, id) {
             Some(i) => {
                 s.users.remove(i);
@@ -139,11 +159,19 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
             }
             None => not_found(),
         },
-        (&Method::GET, ["api", "v1", "documents"]) => reply(StatusCode::OK, &json!({"items": s.documents})),
+        (&Method::GET, ["api", "v1", "documents"]) => {
+            reply(StatusCode::OK, &json!({"items": s.documents}))
+        }
         (&Method::GET, ["api", "v1", "documents", "boom"]) => {
-            let mut r = reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({
-                "error": "Traceback (most recent call last):\n  File \"/srv/app/db.py\", line 42, in query\npsycopg2.OperationalError: password authentication failed for user \"app\" (password=s3cr3t)"}));
-            r.headers_mut().insert("x-debug-query", http::HeaderValue::from_static("SELECT * FROM documents"));
+            let mut r = reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({
+                "error": "Traceback (most recent call last):\n  File \"/srv/app/db.py\", line 42, in query\npsycopg2.OperationalError: password authentication failed for user \"app\" (password=s3cr3t)"}),
+            );
+            r.headers_mut().insert(
+                "x-debug-query",
+                http::HeaderValue::from_static("SELECT * FROM documents"),
+            );
             r
         }
         (&Method::GET, ["api", "v1", "documents", id]) => match find(&s.documents, id) {

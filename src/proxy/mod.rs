@@ -69,7 +69,12 @@ impl Upstream {
             .pool_max_idle_per_host(pool_max_idle)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Self { name: name.into(), authority, response_timeout, client }
+        Self {
+            name: name.into(),
+            authority,
+            response_timeout,
+            client,
+        }
     }
 
     /// Sends the request upstream and returns the response head with its
@@ -98,11 +103,12 @@ impl Upstream {
             None => PathAndQuery::from_maybe_shared(ctx.path.clone()),
         }
         .map_err(|_| Rejection::BadRequest("invalid request target"))?;
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(self.authority.clone());
@@ -112,7 +118,11 @@ impl Upstream {
 
         let h = &mut parts.headers;
         // A trusted proxy's chain is kept and extended; anyone else's is dropped.
-        let prior_xff = if ctx.peer_trusted { join_values(h, "x-forwarded-for") } else { None };
+        let prior_xff = if ctx.peer_trusted {
+            join_values(h, "x-forwarded-for")
+        } else {
+            None
+        };
         for n in &GATEWAY_OWNED {
             h.remove(n);
         }
@@ -125,7 +135,11 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(&xff) {
             h.insert(HeaderName::from_static("x-forwarded-for"), v);
         }
-        let proto = if ctx.https { HTTPS.clone() } else { HTTP.clone() };
+        let proto = if ctx.https {
+            HTTPS.clone()
+        } else {
+            HTTP.clone()
+        };
         h.insert(HeaderName::from_static("x-forwarded-proto"), proto);
         if let Some(host) = original_host {
             h.insert(HeaderName::from_static("x-forwarded-host"), host);
@@ -135,7 +149,11 @@ impl Upstream {
         let body = if body_is_empty(&parts, &body) {
             ProxyBody::Empty
         } else {
-            ProxyBody::Limited { inner: body, remaining: max_body, limit: max_body }
+            ProxyBody::Limited {
+                inner: body,
+                remaining: max_body,
+                limit: max_body,
+            }
         };
         let req = Request::from_parts(parts, body);
         match tokio::time::timeout(timeout, self.client.request(req)).await {
@@ -149,7 +167,10 @@ impl Upstream {
 fn body_is_empty(parts: &request::Parts, body: &Incoming) -> bool {
     use http_body::Body as _;
     body.is_end_stream()
-        || (parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0"))
+        || (parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v == "0"))
 }
 
 fn join_values(h: &http::HeaderMap, name: &str) -> Option<String> {
@@ -190,7 +211,11 @@ fn classify(
         error = %error_chain(e),
         "upstream request failed"
     );
-    if timed_out { Rejection::UpstreamTimeout } else { Rejection::UpstreamUnavailable }
+    if timed_out {
+        Rejection::UpstreamTimeout
+    } else {
+        Rejection::UpstreamUnavailable
+    }
 }
 
 fn error_chain(e: &dyn StdError) -> String {

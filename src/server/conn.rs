@@ -43,7 +43,8 @@ pub(super) async fn serve(
         Role::Https => {
             let Some(l) = &plan.https else { return };
             let acceptor = tokio_rustls::TlsAcceptor::from(l.tls.clone());
-            let tls = match tokio::time::timeout(l.handshake_timeout, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(l.handshake_timeout, acceptor.accept(stream)).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -52,7 +53,11 @@ pub(super) async fn serve(
                 Err(_) => return,
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let info = ConnInfo { peer, local, kind: ListenerKind::Https };
+            let info = ConnInfo {
+                peer,
+                local,
+                kind: ListenerKind::Https,
+            };
             drive(tls, info, shared, Some(h2)).await;
         }
         Role::Http => {
@@ -76,7 +81,10 @@ where
     let plan = shared.plan.load_full();
     let limits = &plan.limits;
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { inner: io, activity: activity.clone() });
+    let io = TokioIo::new(Tracked {
+        inner: io,
+        activity: activity.clone(),
+    });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -91,7 +99,9 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX))
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        )
         .max_pending_accept_reset_streams(Some(100))
         .max_local_error_reset_streams(Some(1024));
     let builder = match h2 {
@@ -168,7 +178,11 @@ impl Drop for InFlight {
 
 impl Activity {
     fn new() -> Self {
-        Self { start: std::time::Instant::now(), last_ms: AtomicU64::new(0), inflight: AtomicUsize::new(0) }
+        Self {
+            start: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -198,7 +212,11 @@ struct Tracked<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -209,7 +227,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

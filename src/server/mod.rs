@@ -88,7 +88,12 @@ impl Server {
             shutdown,
             reload_lock: tokio::sync::Mutex::new(()),
         });
-        Ok(Self { shared, https, http, max_connections })
+        Ok(Self {
+            shared,
+            https,
+            http,
+            max_connections,
+        })
     }
 
     /// The bound HTTPS address.
@@ -103,7 +108,9 @@ impl Server {
 
     /// A handle for reload and shutdown.
     pub fn handle(&self) -> Handle {
-        Handle { shared: self.shared.clone() }
+        Handle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serves until [`Handle::shutdown`], then drains (bounded) and returns.
@@ -112,7 +119,12 @@ impl Server {
         let mut loops = Vec::new();
         for (listener, role) in [(self.https, Role::Https), (self.http, Role::Http)] {
             if let Some(l) = listener {
-                loops.push(tokio::spawn(accept_loop(l, role, self.shared.clone(), limit.clone())));
+                loops.push(tokio::spawn(accept_loop(
+                    l,
+                    role,
+                    self.shared.clone(),
+                    limit.clone(),
+                )));
             }
         }
         let mut rx = self.shared.shutdown.subscribe();
@@ -124,7 +136,10 @@ impl Server {
         // means every in-flight request has finished.
         let grace = self.shared.plan.load().shutdown_grace;
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        if tokio::time::timeout(grace, limit.acquire_many(all)).await.is_err() {
+        if tokio::time::timeout(grace, limit.acquire_many(all))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 open = self.max_connections - limit.available_permits(),
                 "shutdown grace period over; closing remaining connections"
@@ -166,7 +181,12 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, limit: Arc<Semaphore>) {
+async fn accept_loop(
+    listener: TcpListener,
+    role: Role,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+) {
     let mut stop = shared.shutdown.subscribe();
     loop {
         let (stream, peer) = tokio::select! {

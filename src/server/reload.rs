@@ -47,7 +47,9 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
         .map_err(|e| one(format!("cannot read {}: {e}", path.display())))?;
     // Remember what was tried, good or bad, so the watcher neither misses a
     // later change nor retries a broken file every second.
-    shared.loaded.store(fingerprint(text.as_bytes()), Ordering::Relaxed);
+    shared
+        .loaded
+        .store(fingerprint(text.as_bytes()), Ordering::Relaxed);
     let compiled = tokio::task::spawn_blocking(move || {
         config::parse(&text, path.parent().unwrap_or(std::path::Path::new(".")))
     })
@@ -66,7 +68,9 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
     let same_https = plan.https.as_ref().map(|l| l.addr) == old.https.as_ref().map(|l| l.addr);
     let same_http = plan.http.as_ref().map(|l| l.addr) == old.http.as_ref().map(|l| l.addr);
     if !same_https || !same_http || plan.max_connections != old.max_connections {
-        tracing::warn!("listener addresses or max_connections changed: they take effect after a restart");
+        tracing::warn!(
+            "listener addresses or max_connections changed: they take effect after a restart"
+        );
     }
     let plan = prepare(plan, Some(&old), shared.https_addr)
         .map_err(|e| one(format!("cannot open the access log: {e}")))?;
@@ -77,13 +81,17 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
 }
 
 fn one(message: String) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError { path: String::new(), message }])
+    ConfigErrors(vec![ConfigError {
+        path: String::new(),
+        message,
+    }])
 }
 
 /// Reloads on SIGHUP, until the process ends.
 pub fn spawn_sighup(shared: Arc<Shared>) {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             tracing::warn!("cannot listen for SIGHUP; reload on signal disabled");
             return;
         };
@@ -96,7 +104,9 @@ pub fn spawn_sighup(shared: Arc<Shared>) {
 
 /// Polls the config file and reloads when its contents change.
 pub fn spawn_watcher(shared: Arc<Shared>, every: Duration) {
-    let Some(path) = shared.config_path.clone() else { return };
+    let Some(path) = shared.config_path.clone() else {
+        return;
+    };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,7 +115,9 @@ pub fn spawn_watcher(shared: Arc<Shared>, every: Duration) {
             if !shared.plan.load().watch_config {
                 continue;
             }
-            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
             if fingerprint(&bytes) != shared.loaded.load(Ordering::Relaxed) {
                 tracing::info!(path = %path.display(), "config file changed: reloading");
                 let _ = reload(&shared).await;

@@ -2,7 +2,7 @@
 //! through the real compile step, a real in-process hyper upstream that
 //! records what reaches it, and clients that speak raw HTTP/1.1 (so malformed
 //! requests can be sent byte for byte), HTTP/1.1 and HTTP/2 over TLS.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,7 +48,9 @@ impl Upstream {
         let s2 = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, peer)) = listener.accept().await else { continue };
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
                 let seen = s2.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| upstream_handle(seen.clone(), peer, req));
@@ -70,7 +72,12 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
 }
 
@@ -80,8 +87,16 @@ async fn upstream_handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let uri = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         uri: uri.clone(),
@@ -117,7 +132,10 @@ async fn upstream_handle(
     h.insert("x-aspnet-version", "4.0.30319".parse().unwrap());
     h.insert("x-debug-token", "abc".parse().unwrap());
     h.insert("x-internal", "secret".parse().unwrap());
-    h.insert("connection", "x-internal, strict-transport-security".parse().unwrap());
+    h.insert(
+        "connection",
+        "x-internal, strict-transport-security".parse().unwrap(),
+    );
     Ok(r)
 }
 
@@ -215,11 +233,19 @@ impl Gateway {
         let config = dir.path().join("portcullis.toml");
         std::fs::write(&config, cfg.replace("{upstream}", &up.addr.to_string())).unwrap();
         let plan = portcullis::config::load(&config).map_err(|e| e.to_string())?;
-        let server = Server::bind(plan, Some(config.clone())).await.map_err(|e| e.to_string())?;
+        let server = Server::bind(plan, Some(config.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
         let (https, http) = (server.https_addr(), server.http_addr());
         let handle = server.handle();
         tokio::spawn(server.run());
-        Ok(Self { https, http, handle, dir, config })
+        Ok(Self {
+            https,
+            http,
+            handle,
+            dir,
+            config,
+        })
     }
 
     pub fn http(&self) -> SocketAddr {
@@ -258,11 +284,18 @@ pub struct Raw {
 
 impl Raw {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -295,7 +328,8 @@ pub async fn raw(addr: SocketAddr, req: &[u8]) -> Raw {
 
 /// A GET with `Connection: close` and extra header lines.
 pub async fn get(addr: SocketAddr, path: &str, headers: &str) -> Raw {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n{headers}Connection: close\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n{headers}Connection: close\r\n\r\n");
     raw(addr, req.as_bytes()).await
 }
 
@@ -306,19 +340,36 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Raw {
 }
 
 pub fn parse_response(buf: &[u8]) -> Raw {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("no response head");
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no response head");
     let head = String::from_utf8_lossy(&buf[..end]).to_string();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = buf[end + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Raw { status, headers, body }
+    Raw {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
@@ -335,7 +386,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// A TLS client config trusting the gateway's self-signed certificate.
-pub fn tls_client(cert: &std::path::Path, alpn: &[&[u8]], versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
+pub fn tls_client(
+    cert: &std::path::Path,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -356,7 +411,9 @@ pub async fn tls_connect(
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
 }
 
 /// Raw HTTP/1.1 over TLS.
@@ -370,11 +427,17 @@ pub async fn raw_tls(gw: &Gateway, req: &[u8]) -> Raw {
 /// One request over TLS with hyper's client, HTTP/2 when `h2`.
 pub async fn hyper_tls(gw: &Gateway, h2: bool, req: Request<Full<Bytes>>) -> (http::Version, Raw) {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let cfg = tls_client(&gw.cert(), alpn, &[&rustls::version::TLS13, &rustls::version::TLS12]);
+    let cfg = tls_client(
+        &gw.cert(),
+        alpn,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
     let tls = tls_connect(gw.https(), cfg).await.unwrap();
     let io = TokioIo::new(tls);
     let resp = if h2 {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         send.send_request(req).await.unwrap()
     } else {
@@ -389,6 +452,19 @@ pub async fn hyper_tls(gw: &Gateway, h2: bool, req: Request<Full<Bytes>>) -> (ht
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-    (version, Raw { status, headers, body })
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (
+        version,
+        Raw {
+            status,
+            headers,
+            body,
+        },
+    )
 }
