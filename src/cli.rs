@@ -42,6 +42,9 @@ enum Command {
         /// HTTP port on 127.0.0.1 (redirects to HTTPS).
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Write the files and compile the config, then exit without serving.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -56,13 +59,14 @@ pub fn main() -> ExitCode {
             dir,
             https_port,
             http_port,
+            dry_run,
         } => {
             init_tracing("info");
             let rt = match runtime(0) {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
-            match rt.block_on(crate::demo::run(&dir, https_port, http_port)) {
+            match rt.block_on(crate::demo::run(&dir, https_port, http_port, dry_run)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

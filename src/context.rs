@@ -33,6 +33,22 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Listener mode.
     pub kind: ListenerKind,
+    /// The peer address as an `X-Forwarded-For` value, made once per connection.
+    pub peer_header: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Connection facts for `peer`.
+    pub fn new(peer: SocketAddr, local: SocketAddr, kind: ListenerKind) -> Self {
+        let peer_header = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            local,
+            kind,
+            peer_header,
+        }
+    }
 }
 
 /// Per-request context.
@@ -58,7 +74,7 @@ pub struct RequestContext {
     pub method: Method,
     /// Client HTTP version.
     pub version: Version,
-    /// The canonical path once stage 2 ran; until then the raw path (for logs).
+    /// The canonical path once stage 2 ran (empty before).
     pub path: String,
     /// Matched route index (stage 2).
     pub route: Option<usize>,
@@ -83,7 +99,6 @@ impl RequestContext {
         conn: Arc<ConnInfo>,
         method: &Method,
         version: Version,
-        raw_path: &str,
         headers: &HeaderMap,
     ) -> Self {
         let peer_trusted = plan.trusted.is_trusted(conn.peer.ip());
@@ -105,7 +120,7 @@ impl RequestContext {
             credentials,
             method: method.clone(),
             version,
-            path: crate::access_log::truncate(raw_path, 256).to_owned(),
+            path: String::new(),
             route: None,
             params: Vec::new(),
             cors: None,

@@ -50,16 +50,14 @@ pub async fn handle(
 
     // 1. Client address and request id come first: every later line of the
     //    log, every limit and every rejection refers to them.
-    let mut ctx = RequestContext::new(
-        plan,
-        conn,
-        &parts.method,
-        parts.version,
-        parts.uri.path(),
-        &parts.headers,
-    );
-    let query = parts.uri.query().map(str::to_owned);
-    let user_agent = parts.headers.get(header::USER_AGENT).cloned();
+    let mut ctx = RequestContext::new(plan, conn, &parts.method, parts.version, &parts.headers);
+    // Kept for the access log only (a Uri clone is a reference count).
+    let logged = ctx.plan.log_sink.is_some().then(|| {
+        (
+            parts.uri.clone(),
+            parts.headers.get(header::USER_AGENT).cloned(),
+        )
+    });
 
     let result = if ctx.conn.kind == ListenerKind::HttpRedirect {
         // 0. The plain listener in redirect mode serves nothing but the way to HTTPS.
@@ -82,7 +80,9 @@ pub async fn handle(
         }
     };
     finish(&mut ctx, &mut resp);
-    attach_log(ctx, query, user_agent, &mut resp);
+    if let Some((uri, user_agent)) = logged {
+        attach_log(ctx, &uri, user_agent, &mut resp);
+    }
     resp
 }
 
@@ -245,14 +245,18 @@ fn finish(ctx: &mut RequestContext, resp: &mut Response<Body>) {
 
 /// Stage 12: the access line is written when the body is done.
 fn attach_log(
-    ctx: RequestContext,
-    query: Option<String>,
+    mut ctx: RequestContext,
+    uri: &http::Uri,
     user_agent: Option<HeaderValue>,
     resp: &mut Response<Body>,
 ) {
     let Some(sink) = ctx.plan.log_sink.clone() else {
         return;
     };
+    if ctx.path.is_empty() {
+        // Refused before canonicalization: log the raw path, truncated.
+        ctx.path = crate::access_log::truncate(uri.path(), 256).to_owned();
+    }
     let route = ctx.route.and_then(|i| ctx.plan.routes.get(i));
     let upstream = if ctx.upstream_called {
         route
@@ -268,7 +272,7 @@ fn attach_log(
         request_id: ctx.id.clone(),
         client_ip: ctx.client_ip,
         method: ctx.method.clone(),
-        query: query.map(|q| redact_query(&q, &ctx.plan.redact_query)),
+        query: uri.query().map(|q| redact_query(q, &ctx.plan.redact_query)),
         route: route.map(|r| r.name.clone()),
         status: resp.status().as_u16(),
         upstream,

@@ -282,3 +282,96 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     // and no longer accepting
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[tokio::test]
+async fn demo_command_serves_the_sample_api_behind_the_gateway() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (https_port, http_port) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "demo",
+            "--https-port",
+            &https_port.to_string(),
+            "--http-port",
+            &http_port.to_string(),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(http).is_ok() && dir.path().join("portcullis.toml").exists()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "demo did not start");
+    for f in ["portcullis.toml", "cert.pem", "key.pem"] {
+        assert!(dir.path().join(f).exists(), "{f} not written");
+    }
+    let r = get(http, "/health", "").await;
+    assert_eq!(r.status, 308);
+    // over TLS, through the real certificate the demo wrote
+    let cfg = tls_client(
+        &dir.path().join("cert.pem"),
+        &[b"http/1.1"],
+        &[&rustls::version::TLS13],
+    );
+    let https: std::net::SocketAddr = format!("127.0.0.1:{https_port}").parse().unwrap();
+    let fetch = |path: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = tls_connect(https, cfg).await.unwrap();
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            read_response(&mut s).await
+        }
+    };
+    let r = fetch("/api/v1/users/u-alice").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-powered-by").is_none() && r.header("server").is_none());
+    assert_problem(&fetch("/internal/debug").await, 404, "not-found");
+    let r = fetch("/api/v1/documents/boom").await;
+    assert_problem(&r, 500, "upstream-error");
+    assert!(!r.text().contains("s3cr3t"));
+    assert!(r.header("x-debug-query").is_none());
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn tls_handshake_timeout_closes_silent_connections() {
+    let up = Upstream::start().await;
+    let cfg = base_config("", "behind_tls_proxy").replace(
+        "key = \"key.pem\"",
+        "key = \"key.pem\"\nhandshake_timeout = \"300ms\"",
+    );
+    let gw = Gateway::start_raw(&up, &format!("{cfg}{ROUTES}"))
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(gw.https()).await.unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let res = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(res.is_ok(), "silent TLS connection was never closed");
+    assert!(t.elapsed() < Duration::from_secs(2));
+}

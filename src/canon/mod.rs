@@ -34,6 +34,11 @@ pub fn canonicalize(raw: &str, max_len: usize) -> Result<String, PathError> {
     if b.first() != Some(&b'/') {
         return Err(Invalid("the path must start with '/'"));
     }
+    // Fast path: nothing encoded and every byte already literal.
+    if b.iter().all(|&c| is_literal(c)) {
+        check_segments(raw)?;
+        return Ok(raw.to_owned());
+    }
     let mut decoded: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -70,17 +75,7 @@ pub fn canonicalize(raw: &str, max_len: usize) -> Result<String, PathError> {
     if has_escape(s.as_bytes()) {
         return Err(Invalid("double percent-encoding in path"));
     }
-    // Segment rules on the decoded form. The first split item is the empty
-    // string before the leading '/'.
-    let mut segments = s.split('/').skip(1).peekable();
-    while let Some(seg) = segments.next() {
-        if seg == "." || seg == ".." {
-            return Err(Invalid("'.' or '..' segment in path"));
-        }
-        if seg.is_empty() && segments.peek().is_some() {
-            return Err(Invalid("empty segment ('//') in path"));
-        }
-    }
+    check_segments(s)?;
     let mut out = String::with_capacity(s.len() + 8);
     for &byte in s.as_bytes() {
         if is_literal(byte) {
@@ -90,6 +85,21 @@ pub fn canonicalize(raw: &str, max_len: usize) -> Result<String, PathError> {
         }
     }
     Ok(out)
+}
+
+/// Segment rules on the decoded form: no `.`/`..`, no empty segment except
+/// a trailing one. The first split item is the empty string before the '/'.
+fn check_segments(s: &str) -> Result<(), PathError> {
+    let mut segments = s.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        if seg == "." || seg == ".." {
+            return Err(PathError::Invalid("'.' or '..' segment in path"));
+        }
+        if seg.is_empty() && segments.peek().is_some() {
+            return Err(PathError::Invalid("empty segment ('//') in path"));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one canonical path segment or parameter value (`%XX` -> byte).

@@ -47,7 +47,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(dir: &Path, https_port: u16, http_port: u16) -> Result<(), String> {
+pub async fn run(dir: &Path, https_port: u16, http_port: u16, dry_run: bool) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     ensure_cert(dir)?;
     let api = sample_api::start()
@@ -60,6 +60,14 @@ pub async fn run(dir: &Path, https_port: u16, http_port: u16) -> Result<(), Stri
     )
     .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
     let plan = config::load(&cfg_path).map_err(|e| e.to_string())?;
+    if dry_run {
+        println!(
+            "wrote {} (compiles: {} routes)",
+            cfg_path.display(),
+            plan.routes.len()
+        );
+        return Ok(());
+    }
     let server = Server::bind(plan, Some(cfg_path.clone()))
         .await
         .map_err(|e| format!("cannot listen on ports {https_port}/{http_port}: {e} (use --https-port/--http-port)"))?;

@@ -127,14 +127,15 @@ impl Upstream {
             h.remove(n);
         }
         h.remove(header::HOST);
-        let peer = ctx.conn.peer.ip().to_canonical();
         let xff = match prior_xff {
-            Some(p) => format!("{p}, {peer}"),
-            None => peer.to_string(),
+            Some(p) => {
+                let peer = ctx.conn.peer.ip().to_canonical();
+                HeaderValue::from_str(&format!("{p}, {peer}"))
+                    .unwrap_or_else(|_| ctx.conn.peer_header.clone())
+            }
+            None => ctx.conn.peer_header.clone(),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(HeaderName::from_static("x-forwarded-for"), v);
-        }
+        h.insert(HeaderName::from_static("x-forwarded-for"), xff);
         let proto = if ctx.https {
             HTTPS.clone()
         } else {

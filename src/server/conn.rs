@@ -53,11 +53,7 @@ pub(super) async fn serve(
                 Err(_) => return,
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let info = ConnInfo {
-                peer,
-                local,
-                kind: ListenerKind::Https,
-            };
+            let info = ConnInfo::new(peer, local, ListenerKind::Https);
             drive(tls, info, shared, Some(h2)).await;
         }
         Role::Http => {
@@ -66,7 +62,7 @@ pub(super) async fn serve(
                 Some(HttpMode::Plain) => ListenerKind::HttpPlain,
                 _ => ListenerKind::HttpRedirect,
             };
-            let info = ConnInfo { peer, local, kind };
+            let info = ConnInfo::new(peer, local, kind);
             drive(stream, info, shared, None).await;
         }
     }

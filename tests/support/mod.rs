@@ -2,7 +2,13 @@
 //! through the real compile step, a real in-process hyper upstream that
 //! records what reaches it, and clients that speak raw HTTP/1.1 (so malformed
 //! requests can be sent byte for byte), HTTP/1.1 and HTTP/2 over TLS.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

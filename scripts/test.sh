@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+# On a fresh machine it first installs what the tests need, then runs:
+# formatting, clippy (warnings are errors), unit + integration + property
+# tests, `portcullis check` on the demo config, and the doc build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- what the tests need -------------------------------------------------------
+# (Later issues add apt packages such as redis-server here.)
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust with rustup first" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+export CARGO_TERM_COLOR=never
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --all-targets -- -D warnings
+
+step "tests (unit, property, integration)"
+if command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+  # nextest does not run doctests
+  cargo test --doc
+else
+  cargo test --no-fail-fast
+fi
+
+step "portcullis check on the demo config"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cargo run --quiet -- demo --dir "$tmp" --dry-run
+cargo run --quiet -- check "$tmp/portcullis.toml"
+
+step "docs build (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+
+echo
+echo "all checks passed"
