@@ -12,6 +12,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
+use crate::proxy::PooledBody;
 
 /// Boxed error used at the edges of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,7 +35,7 @@ pub struct Body {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Stream(PooledBody),
 }
 
 impl Body {
@@ -57,7 +58,7 @@ impl Body {
     }
 
     /// The upstream's body, streamed through.
-    pub fn stream(b: Incoming) -> Self {
+    pub fn stream(b: PooledBody) -> Self {
         Self {
             kind: Kind::Stream(b),
             sent: 0,

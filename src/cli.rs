@@ -102,10 +102,17 @@ fn check(file: &std::path::Path) -> ExitCode {
 }
 
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        b.worker_threads(workers);
-    }
+    // One worker: a current-thread runtime does the same work without the
+    // work-stealing scheduler's cross-thread synchronisation.
+    let mut b = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            b.worker_threads(workers);
+        }
+        b
+    };
     b.enable_all().thread_name("portcullis").build()
 }
 

@@ -32,16 +32,24 @@ const ALWAYS_STRIP: [HeaderName; 4] = [
 
 /// Removes hop-by-hop headers and the headers `Connection` names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        // Rare path: collect names first, since we cannot remove while borrowing.
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .chain(std::iter::once(conn))
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+    if h.contains_key(header::CONNECTION) {
+        // Names listed in Connection, except the usual tokens that are
+        // removed anyway (so `Connection: keep-alive` costs no allocation).
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            let Ok(v) = v.to_str() else { continue };
+            for token in v.split(',').map(str::trim) {
+                let usual = ["close", "keep-alive", "upgrade", "te", "trailer"]
+                    .iter()
+                    .any(|u| token.eq_ignore_ascii_case(u));
+                if usual || token.is_empty() {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(n);
+                }
+            }
+        }
         for n in named {
             h.remove(n);
         }

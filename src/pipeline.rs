@@ -129,7 +129,9 @@ async fn run(
 
     // 4–8: rate limits, authentication, authorization and validation plug in here.
 
-    // 9. Upstream.
+    // 9. Upstream. A declared length over the limit is refused before any
+    //    connection is made; a stream that grows past it is cut off in flight.
+    check_content_length(&parts.headers, route.max_body)?;
     let upstream = plan
         .upstreams
         .get(route.upstream)
@@ -157,6 +159,21 @@ async fn run(
         });
     }
     Ok(Response::from_parts(parts, Body::stream(body)))
+}
+
+fn check_content_length(h: &http::HeaderMap, max_body: u64) -> Result<(), Rejection> {
+    let Some(len) = h.get(header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let len: u64 = len
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Rejection::BadRequest("invalid Content-Length"))?;
+    if len > max_body {
+        return Err(Rejection::BodyTooLarge { limit: max_body });
+    }
+    Ok(())
 }
 
 /// Stage 2a: header count and size.

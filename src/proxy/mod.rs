@@ -8,17 +8,18 @@
 //! route's limit. Failures map to 413 (body too large), 502 (unreachable or
 //! broken) and 504 (timed out), never to a 500.
 
+mod pool;
+
+pub use pool::{Pool, PooledBody};
+
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version, request};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{BodyTooLarge, ProxyBody};
 use crate::context::RequestContext;
@@ -47,7 +48,8 @@ pub struct Upstream {
     pub authority: Authority,
     /// Time to the response head.
     pub response_timeout: Duration,
-    client: Client<HttpConnector, ProxyBody>,
+    host: HeaderValue,
+    pool: Arc<Pool>,
 }
 
 impl Upstream {
@@ -60,20 +62,16 @@ impl Upstream {
         pool_idle: Duration,
         pool_max_idle: usize,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(pool_idle)
-            .pool_max_idle_per_host(pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let host = HeaderValue::from_str(authority.as_str())
+            .unwrap_or(HeaderValue::from_static("localhost"));
+        let target = authority.as_str().to_owned();
+        let pool = Arc::new(Pool::new(target, connect_timeout, pool_idle, pool_max_idle));
         Self {
             name: name.into(),
             authority,
             response_timeout,
-            client,
+            host,
+            pool,
         }
     }
 
@@ -86,18 +84,7 @@ impl Upstream {
         body: Incoming,
         max_body: u64,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, Rejection> {
-        // Refuse early when the declared length is already over the limit.
-        if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-            let len: u64 = len
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(Rejection::BadRequest("invalid Content-Length"))?;
-            if len > max_body {
-                return Err(Rejection::BodyTooLarge { limit: max_body });
-            }
-        }
+    ) -> Result<Response<PooledBody>, Rejection> {
         let path_and_query = match parts.uri.query() {
             Some(q) => PathAndQuery::from_maybe_shared(format!("{}?{q}", ctx.path)),
             None => PathAndQuery::from_maybe_shared(ctx.path.clone()),
@@ -109,11 +96,8 @@ impl Upstream {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(self.authority.clone());
-        uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).map_err(|_| Rejection::Internal)?;
+        // Origin-form request target; Host names the upstream.
+        parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
 
         let h = &mut parts.headers;
@@ -126,7 +110,7 @@ impl Upstream {
         for n in &GATEWAY_OWNED {
             h.remove(n);
         }
-        h.remove(header::HOST);
+        h.insert(header::HOST, self.host.clone());
         let xff = match prior_xff {
             Some(p) => {
                 let peer = ctx.conn.peer.ip().to_canonical();
@@ -157,7 +141,7 @@ impl Upstream {
             }
         };
         let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.pool.send(req)).await {
             Err(_) => Err(Rejection::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e, &self.name, ctx)),
@@ -190,13 +174,9 @@ fn join_values(h: &http::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Maps a client error to 413, 502 or 504, and logs the cause.
-fn classify(
-    e: &hyper_util::client::legacy::Error,
-    upstream: &str,
-    ctx: &RequestContext,
-) -> Rejection {
+fn classify(e: &pool::PoolError, upstream: &str, ctx: &RequestContext) -> Rejection {
     let mut src: Option<&(dyn StdError + 'static)> = Some(e);
-    let mut timed_out = false;
+    let mut timed_out = matches!(e, pool::PoolError::ConnectTimeout);
     while let Some(s) = src {
         if let Some(t) = s.downcast_ref::<BodyTooLarge>() {
             return Rejection::BodyTooLarge { limit: t.0 };
