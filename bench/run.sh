@@ -392,7 +392,24 @@ run_wrk() { # url duration outfile
 
 field() { sed -n "s/.*[[:space:]]$1=\([0-9.]*\).*/\1/p" "$2" | tail -n1; }
 
-declare -A RPS P50 P99 ERR
+# CPU time (utime+stime, clock ticks) of a target's processes: the process
+# and its children (nginx workers), all threads included.
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { # target
+    local root pids total=0
+    case "$1" in
+        direct) root="$PID_upstream" ;;
+        *) eval "root=\${PID_$1}" ;;
+    esac
+    pids="$root $(pgrep -P "$root" 2>/dev/null | tr '\n' ' ')"
+    for p in $pids; do
+        [[ -r "/proc/$p/stat" ]] || continue
+        total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
+    done
+    echo "$total"
+}
+
+declare -A RPS P50 P99 ERR CPU
 n=${#ACTIVE[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
@@ -400,12 +417,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
         t="${ACTIVE[$(( (i + r - 1) % n ))]}"
         out="$TMP/wrk-$t-r$r.txt"
         run_wrk "${URL[$t]}" "$WARMUP" "$TMP/wrk-$t-r$r-warmup.txt"
+        c0="$(cpu_ticks "$t")"
         run_wrk "${URL[$t]}" "$DURATION" "$out"
+        c1="$(cpu_ticks "$t")"
         rps="$(field rps "$out")"; p50="$(field p50 "$out")"; p99="$(field p99 "$out")"
-        errs="$(field errors "$out")"
+        errs="$(field errors "$out")"; reqs="$(field requests "$out")"
+        cpu_us="$(awk -v d="$((c1 - c0))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')"
+        CPU[$t]+="$cpu_us "
         [[ -n "$rps" && -n "$p50" && -n "$p99" ]] || { cat "$out" >&2; die "could not parse wrk output"; }
         RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
-        log "round $r/$ROUNDS $(printf '%-10s' "$t") rps=$rps p50=${p50}us p99=${p99}us errors=$errs"
+        log "round $r/$ROUNDS $(printf '%-10s' "$t") rps=$rps p50=${p50}us p99=${p99}us cpu/req=${cpu_us}us errors=$errs"
     done
 done
 
@@ -422,8 +443,9 @@ ver_portcullis="-"
 [[ -x "$PORTCULLIS_BIN" ]] && ver_portcullis="$("$PORTCULLIS_BIN" --version 2>/dev/null | head -n1 || true)"
 cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 
-declare -A MRPS MP50 MP99
+declare -A MRPS MP50 MP99 MCPU
 for t in "${ACTIVE[@]}"; do
+    MCPU[$t]="$(median <<<"${CPU[$t]}")"
     MRPS[$t]="$(median <<<"${RPS[$t]}")"
     MP50[$t]="$(median <<<"${P50[$t]}")"
     MP99[$t]="$(median <<<"${P99[$t]}")"
@@ -441,8 +463,8 @@ label() {
 echo
 echo "### GET $REQ_PATH — median of $ROUNDS round(s) × $DURATION"
 echo
-echo "| target | req/s | req/s vs direct | p50 (µs) | p99 (µs) | added p50 (µs) | added p99 (µs) | errors | security headers |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| target | req/s | req/s vs direct | p50 (µs) | p99 (µs) | added p50 (µs) | added p99 (µs) | CPU µs/req | errors | security headers |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for t in "${ACTIVE[@]}"; do
     if [[ -n "${MRPS[direct]:-}" ]]; then
         ratio="$(awk -v a="${MRPS[$t]}" -v b="${MRPS[direct]}" 'BEGIN { printf "%.2f×", a / b }')"
@@ -452,9 +474,9 @@ for t in "${ACTIVE[@]}"; do
     else
         ratio="n/a"; d50="n/a"; d99="n/a"
     fi
-    printf '| %s | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s |\n' \
+    printf '| %s | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' \
         "$(label "$t")" "${MRPS[$t]}" "$ratio" "${MP50[$t]}" "${MP99[$t]}" \
-        "$d50" "$d99" "${ERR[$t]}" "${HDR_NOTE[$t]}"
+        "$d50" "$d99" "${MCPU[$t]}" "${ERR[$t]}" "${HDR_NOTE[$t]}"
 done
 echo
 echo "Setup: wrk $ver_wrk, ${CONNECTIONS} connections, ${WRK_THREADS} thread(s), ${WARMUP} warm-up before each ${DURATION} run;"
@@ -465,5 +487,8 @@ echo "Access logs off everywhere (nginx \`access_log off\`, Envoy no access_log,
 echo "Every proxy adds HSTS, X-Content-Type-Options, X-Frame-Options, CSP, Referrer-Policy, X-Request-Id,"
 echo "X-Forwarded-For/-Proto, strips X-Powered-By, and pools keep-alive upstream connections."
 echo "Latency: wrk's recorded percentiles (closed loop, so not corrected for coordinated omission)."
+echo "CPU µs/req: user+system CPU time of the target's processes (all threads; nginx master + worker) during"
+echo "the measured run, divided by the requests wrk completed; for direct it is the upstream's. On a shared,"
+echo "noisy machine this is steadier than req/s, which also moves with the load generator's share of CPU 0."
 echo "Machine: ${cpu_model:-unknown CPU}, $(nproc) CPUs, $(uname -sr). Portcullis: ${ver_portcullis:-unknown}."
 for note in "${SKIPPED_NOTES[@]}"; do echo "Note: $note."; done

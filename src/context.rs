@@ -90,6 +90,8 @@ pub struct RequestContext {
     pub rejection: Option<&'static str>,
     /// Whether the upstream was called.
     pub upstream_called: bool,
+    /// A trusted proxy's `X-Forwarded-For` chain, kept to be extended.
+    pub prior_xff: Option<String>,
 }
 
 impl RequestContext {
@@ -127,6 +129,11 @@ impl RequestContext {
             user: None,
             rejection: None,
             upstream_called: false,
+            prior_xff: if peer_trusted {
+                join_values(headers, "x-forwarded-for")
+            } else {
+                None
+            },
             started: Instant::now(),
             ts: SystemTime::now(),
             plan,
@@ -138,6 +145,22 @@ impl RequestContext {
     pub fn id_str(&self) -> &str {
         self.id.to_str().unwrap_or("-")
     }
+}
+
+/// All values of a header joined with ", " (None if absent or not text).
+fn join_values(h: &HeaderMap, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in h.get_all(name) {
+        let s = v.to_str().ok()?;
+        match &mut out {
+            Some(o) => {
+                o.push_str(", ");
+                o.push_str(s);
+            }
+            None => out = Some(s.to_owned()),
+        }
+    }
+    out
 }
 
 /// `[A-Za-z0-9._:-]{1,128}`

@@ -9,54 +9,112 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that only describe one connection.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-];
+/// Headers that only describe one connection (RFC 9110 section 7.6.1).
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    matches!(
+        n.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
+/// Request headers the gateway owns: whatever a client sends under these
+/// names is removed, and the gateway sets its own values when forwarding.
+fn is_gateway_owned(n: &HeaderName) -> bool {
+    let s = n.as_str();
+    s.starts_with("x-forwarded-") || matches!(s, "forwarded" | "x-real-ip" | "x-request-id")
+}
 
 /// Upstream headers that advertise implementation details.
-const ALWAYS_STRIP: [HeaderName; 4] = [
-    header::SERVER,
-    HeaderName::from_static("x-powered-by"),
-    HeaderName::from_static("x-aspnet-version"),
-    HeaderName::from_static("x-aspnetmvc-version"),
-];
+fn is_leaky(n: &HeaderName) -> bool {
+    matches!(
+        n.as_str(),
+        "server" | "x-powered-by" | "x-aspnet-version" | "x-aspnetmvc-version"
+    )
+}
 
-/// Removes hop-by-hop headers and the headers `Connection` names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        // Names listed in Connection, except the usual tokens that are
-        // removed anyway (so `Connection: keep-alive` costs no allocation).
-        let mut named: Vec<HeaderName> = Vec::new();
-        for v in h.get_all(header::CONNECTION) {
-            let Ok(v) = v.to_str() else { continue };
-            for token in v.split(',').map(str::trim) {
-                let usual = ["close", "keep-alive", "upgrade", "te", "trailer"]
-                    .iter()
-                    .any(|u| token.eq_ignore_ascii_case(u));
-                if usual || token.is_empty() {
-                    continue;
-                }
-                if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(n);
+/// Removes every header for which `doomed` holds. One pass over the names
+/// present finds them, so the common case (nothing to remove) costs no hash
+/// lookups at all.
+fn remove_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    loop {
+        let mut found: [Option<HeaderName>; 8] = Default::default();
+        let mut n = 0;
+        let mut more = false;
+        for k in h.keys() {
+            if doomed(k) {
+                match found.get_mut(n) {
+                    Some(slot) => {
+                        *slot = Some(k.clone());
+                        n += 1;
+                    }
+                    None => more = true,
                 }
             }
         }
-        for n in named {
-            h.remove(n);
+        for k in found.into_iter().flatten() {
+            h.remove(k);
+        }
+        if !more {
+            return;
         }
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
+}
+
+/// The names a `Connection` header lists, except the usual tokens that are
+/// removed anyway (so `Connection: keep-alive` costs no allocation).
+fn connection_named(h: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        let b = v.as_bytes();
+        if b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close") {
+            continue; // by far the most common values
+        }
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',').map(str::trim) {
+            let usual = ["close", "keep-alive", "upgrade", "te", "trailer"]
+                .iter()
+                .any(|u| token.eq_ignore_ascii_case(u));
+            if usual || token.is_empty() {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(n);
+            }
+        }
     }
+    named
+}
+
+/// Removes hop-by-hop headers and the headers `Connection` names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named = if h.contains_key(header::CONNECTION) {
+        connection_named(h)
+    } else {
+        Vec::new()
+    };
+    remove_where(h, |k| is_hop_by_hop(k) || named.contains(k));
+}
+
+/// Request side of stage 2: hop-by-hop headers, the headers `Connection`
+/// names, and the gateway-owned headers (`X-Forwarded-*`, `Forwarded`,
+/// `X-Real-IP`, `X-Request-Id`), in one pass.
+pub fn strip_request(h: &mut HeaderMap) {
+    let named = if h.contains_key(header::CONNECTION) {
+        connection_named(h)
+    } else {
+        Vec::new()
+    };
+    remove_where(h, |k| {
+        is_hop_by_hop(k) || is_gateway_owned(k) || named.contains(k)
+    });
 }
 
 /// Compiled `[headers]`.
@@ -77,26 +135,28 @@ pub struct SecurityHeaders {
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 impl SecurityHeaders {
-    /// Removes implementation-revealing and configured internal headers from
-    /// an upstream response.
+    /// Response side of stage 10: hop-by-hop headers, the headers the
+    /// upstream's `Connection` names, implementation-revealing headers,
+    /// `Access-Control-*` (CORS belongs to the gateway: an upstream that
+    /// reflects origins must not widen the allowlist) and the configured
+    /// internal headers, in one pass.
     pub fn strip_upstream(&self, h: &mut HeaderMap) {
-        for n in ALWAYS_STRIP.iter().chain(&self.strip_exact) {
-            h.remove(n);
-        }
-        if !self.strip_prefix.is_empty() {
-            let doomed: Vec<HeaderName> = h
-                .keys()
-                .filter(|k| {
-                    self.strip_prefix
-                        .iter()
-                        .any(|p| k.as_str().starts_with(p.as_str()))
-                })
-                .cloned()
-                .collect();
-            for n in doomed {
-                h.remove(n);
-            }
-        }
+        let named = if h.contains_key(header::CONNECTION) {
+            connection_named(h)
+        } else {
+            Vec::new()
+        };
+        remove_where(h, |k| {
+            is_hop_by_hop(k)
+                || is_leaky(k)
+                || k.as_str().starts_with("access-control-")
+                || named.contains(k)
+                || self.strip_exact.contains(k)
+                || self
+                    .strip_prefix
+                    .iter()
+                    .any(|p| k.as_str().starts_with(p.as_str()))
+        });
     }
 
     /// Sets the security headers on a response.

@@ -31,7 +31,7 @@ use crate::body::Body;
 use crate::canon::{self, PathError};
 use crate::context::{ConnInfo, ListenerKind, RequestContext};
 use crate::cors;
-use crate::headers::strip_hop_by_hop;
+use crate::headers::strip_request;
 use crate::reject::Rejection;
 use crate::server::Shared;
 
@@ -99,7 +99,7 @@ async fn run(
     check_head(&plan.limits, &parts.headers)?;
     // 2b. Hop-by-hop headers go before any stage reads headers, so every stage
     //     sees exactly the headers the upstream will see.
-    strip_hop_by_hop(&mut parts.headers);
+    strip_request(&mut parts.headers);
     // 2c. The canonical path: used by routing, every check and the upstream.
     ctx.path =
         canon::canonicalize(parts.uri.path(), plan.limits.max_path_bytes).map_err(|e| match e {
@@ -138,13 +138,13 @@ async fn run(
         .ok_or(Rejection::Internal)?;
     let timeout = route.timeout.unwrap_or(upstream.response_timeout);
     ctx.upstream_called = true;
-    let resp = upstream
-        .forward(ctx, parts, body, route.max_body, timeout)
-        .await?;
+    // Boxed: the exchange is the largest state of this future, and hyper moves
+    // the request future into place once per request; a small allocation is
+    // cheaper than copying kilobytes.
+    let resp = Box::pin(upstream.forward(ctx, parts, body, route.max_body, timeout)).await?;
 
     // 10. Response filtering.
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
     plan.headers.strip_upstream(&mut parts.headers);
     if parts.status.is_server_error() && plan.replace_upstream_5xx {
         // The upstream's body (a stack trace, perhaps) is dropped unread.
@@ -300,4 +300,24 @@ fn attach_log(
         path: ctx.path,
     };
     resp.body_mut().set_record(Box::new(record));
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+
+    fn size_of_future<F, Fut>(_: &F) -> usize
+    where
+        F: Fn(&'static Shared, Arc<ConnInfo>, Request<Incoming>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn future_sizes() {
+        println!(
+            "handle future: {} bytes",
+            size_of_future(&|s, c, r| handle(s, c, r))
+        );
+    }
 }

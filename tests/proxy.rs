@@ -110,6 +110,7 @@ async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
     assert_eq!(r.status, 200);
     let seen = up.last();
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
     assert!(!seen.headers.contains_key("forwarded"));
     let id = r.header("x-request-id").unwrap().to_string();
     let log = gw.log_until(&id).await;

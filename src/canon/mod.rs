@@ -90,14 +90,22 @@ pub fn canonicalize(raw: &str, max_len: usize) -> Result<String, PathError> {
 /// Segment rules on the decoded form: no `.`/`..`, no empty segment except
 /// a trailing one. The first split item is the empty string before the '/'.
 fn check_segments(s: &str) -> Result<(), PathError> {
-    let mut segments = s.split('/').skip(1).peekable();
-    while let Some(seg) = segments.next() {
-        if seg == "." || seg == ".." {
-            return Err(PathError::Invalid("'.' or '..' segment in path"));
+    let b = s.as_bytes();
+    let mut start = 1; // after the leading '/'
+    for i in 1..=b.len() {
+        if i < b.len() && b.get(i) != Some(&b'/') {
+            continue;
         }
-        if seg.is_empty() && segments.peek().is_some() {
-            return Err(PathError::Invalid("empty segment ('//') in path"));
+        match b.get(start..i) {
+            Some(b".") | Some(b"..") => {
+                return Err(PathError::Invalid("'.' or '..' segment in path"));
+            }
+            Some([]) if i < b.len() => {
+                return Err(PathError::Invalid("empty segment ('//') in path"));
+            }
+            _ => {}
         }
+        start = i + 1;
     }
     Ok(())
 }

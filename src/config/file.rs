@@ -130,6 +130,11 @@ pub struct Http {
     pub mode: HttpMode,
     /// Port to put in redirect URLs (default: the HTTPS listener's port).
     pub redirect_port: Option<u16>,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on this listener, for
+    /// load balancers that speak it (default false: HTTP/1.1 only, which
+    /// skips protocol detection on every connection).
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 /// What the plain HTTP listener does.

@@ -89,6 +89,8 @@ pub struct HttpListener {
     pub mode: HttpMode,
     /// Port for redirect URLs.
     pub redirect_port: u16,
+    /// Accept h2c prior knowledge.
+    pub h2c: bool,
 }
 
 /// Compiled `[limits]`.
@@ -172,7 +174,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             .redirect_port
             .or_else(|| https.as_ref().map(|l| l.addr.port()))
             .unwrap_or(443);
-        Some(HttpListener { addr, mode: h.mode, redirect_port })
+        Some(HttpListener { addr, mode: h.mode, redirect_port, h2c: h.h2c })
     });
     if s.https.is_none() && s.http.is_none() {
         e.push(

@@ -25,17 +25,6 @@ use crate::body::{BodyTooLarge, ProxyBody};
 use crate::context::RequestContext;
 use crate::reject::Rejection;
 
-/// Request headers a client may not set: the gateway owns them.
-const GATEWAY_OWNED: [HeaderName; 7] = [
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-request-id"),
-];
-
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 
@@ -102,16 +91,8 @@ impl Upstream {
 
         let h = &mut parts.headers;
         // A trusted proxy's chain is kept and extended; anyone else's is dropped.
-        let prior_xff = if ctx.peer_trusted {
-            join_values(h, "x-forwarded-for")
-        } else {
-            None
-        };
-        for n in &GATEWAY_OWNED {
-            h.remove(n);
-        }
-        h.insert(header::HOST, self.host.clone());
-        let xff = match prior_xff {
+        // Client-sent gateway-owned headers were removed at stage 2.
+        let xff = match &ctx.prior_xff {
             Some(p) => {
                 let peer = ctx.conn.peer.ip().to_canonical();
                 HeaderValue::from_str(&format!("{p}, {peer}"))
@@ -120,6 +101,16 @@ impl Upstream {
             None => ctx.conn.peer_header.clone(),
         };
         h.insert(HeaderName::from_static("x-forwarded-for"), xff);
+        // The resolved client address (stage 1), for upstreams that want one value.
+        let real_ip =
+            if ctx.prior_xff.is_none() || ctx.client_ip == ctx.conn.peer.ip().to_canonical() {
+                ctx.conn.peer_header.clone()
+            } else {
+                HeaderValue::from_str(&ctx.client_ip.to_string())
+                    .unwrap_or_else(|_| ctx.conn.peer_header.clone())
+            };
+        h.insert(HeaderName::from_static("x-real-ip"), real_ip);
+        h.insert(header::HOST, self.host.clone());
         let proto = if ctx.https {
             HTTPS.clone()
         } else {
@@ -156,21 +147,6 @@ fn body_is_empty(parts: &request::Parts, body: &Incoming) -> bool {
             .headers
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v == "0"))
-}
-
-fn join_values(h: &http::HeaderMap, name: &str) -> Option<String> {
-    let mut out: Option<String> = None;
-    for v in h.get_all(name) {
-        let s = v.to_str().ok()?;
-        match &mut out {
-            Some(o) => {
-                o.push_str(", ");
-                o.push_str(s);
-            }
-            None => out = Some(s.to_owned()),
-        }
-    }
-    out
 }
 
 /// Maps a client error to 413, 502 or 504, and logs the cause.

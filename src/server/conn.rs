@@ -63,13 +63,15 @@ pub(super) async fn serve(
                 _ => ListenerKind::HttpRedirect,
             };
             let info = ConnInfo::new(peer, local, kind);
-            drive(stream, info, shared, None).await;
+            let h2c = plan.http.as_ref().is_some_and(|h| h.h2c);
+            drive(stream, info, shared, if h2c { None } else { Some(false) }).await;
         }
     }
 }
 
-/// Serves HTTP on `io`. `h2`: ALPN's answer on TLS, `None` on plain TCP
-/// (where HTTP/1.1 and h2c prior knowledge are both accepted).
+/// Serves HTTP on `io`. `h2`: ALPN's answer on TLS, `Some(false)` on plain
+/// TCP, `None` on plain TCP with h2c (HTTP/1.1 and h2c prior knowledge are
+/// both accepted, by sniffing the first bytes).
 async fn drive<I>(io: I, info: ConnInfo, shared: Arc<Shared>, h2: Option<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

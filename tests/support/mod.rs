@@ -138,6 +138,7 @@ async fn upstream_handle(
     h.insert("x-aspnet-version", "4.0.30319".parse().unwrap());
     h.insert("x-debug-token", "abc".parse().unwrap());
     h.insert("x-internal", "secret".parse().unwrap());
+    h.insert("access-control-allow-origin", "*".parse().unwrap());
     h.insert(
         "connection",
         "x-internal, strict-transport-security".parse().unwrap(),

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Deterministic companion to run.sh: user-space instructions per proxied
+# request, counted by valgrind's callgrind (independent of machine load).
+# Each proxy is run twice under callgrind, once for N1 and once for N2
+# keep-alive requests (ab -k, 10 connections); the difference divided by
+# N2-N1 removes start-up and shut-down. Kernel work is not counted (it is the
+# same syscalls for every proxy here: one read and one writev per hop).
+#
+#   bench/instructions.sh            # portcullis and nginx
+#   N1=500 N2=2500 bench/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N1="${N1:-500}"
+N2="${N2:-2500}"
+PORTCULLIS_BIN="${PORTCULLIS_BIN:-target/release/portcullis}"
+command -v valgrind >/dev/null || { apt-get install -y valgrind >/dev/null; }
+command -v ab >/dev/null || { apt-get install -y apache2-utils >/dev/null; }
+NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
+TMP="$(mktemp -d)"
+UP=61191; PX=61192
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; [[ "${KEEP_TMP:-0}" == 1 ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"' EXIT
+
+mkdir -p "$TMP/up/logs" "$TMP/ng/logs"
+cat >"$TMP/up/nginx.conf" <<CONF
+daemon off; worker_processes 1; error_log $TMP/up/logs/error.log; pid $TMP/up/nginx.pid;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { default_type application/json;
+    add_header X-Powered-By Express; return 200 '{"id":"1","username":"alice"}'; } } }
+CONF
+cat >"$TMP/ng/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; error_log $TMP/ng/logs/error.log; pid $TMP/ng/nginx.pid;
+events { worker_connections 1024; }
+http { access_log off; server_tokens off; keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$PX; location /api/v1/users/ {
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Forwarded-Proto https;
+    proxy_set_header X-Request-Id \$request_id; proxy_hide_header X-Powered-By;
+    add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
+    add_header X-Content-Type-Options nosniff always; add_header X-Frame-Options DENY always;
+    add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
+    add_header Referrer-Policy no-referrer always; add_header X-Request-Id \$request_id always; } } }
+CONF
+cat >"$TMP/portcullis.toml" <<CONF
+[server]
+worker_threads = 1
+watch_config = false
+[server.http]
+listen = "127.0.0.1:$PX"
+mode = "behind_tls_proxy"
+[log]
+access = "off"
+level = "error"
+[upstreams.app]
+url = "http://127.0.0.1:$UP"
+[[routes]]
+path = "/api/v1/users/{id}"
+methods = ["GET"]
+upstream = "app"
+CONF
+"$NGINX_BIN" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/logs/error.log" &
+sleep 0.5
+
+wait_up() { for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PX/api/v1/users/1" && return 0; sleep 0.1; done; return 1; }
+
+count() { # name n -> total instructions
+    local name="$1" n="$2" out="$TMP/cg.$1.$2"
+    case "$name" in
+        portcullis) valgrind --tool=callgrind --callgrind-out-file="$out" "$PORTCULLIS_BIN" serve --config "$TMP/portcullis.toml" >/dev/null 2>&1 & ;;
+        nginx) valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX_BIN" -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -e "$TMP/ng/logs/error.log" >/dev/null 2>&1 & ;;
+    esac
+    local pid=$!
+    wait_up || { echo "$name did not start" >&2; exit 1; }
+    ab -q -k -n "$n" -c 10 "http://127.0.0.1:$PX/api/v1/users/1" >"$TMP/ab.$name.$n" 2>&1
+    grep -q "Failed requests:        0" "$TMP/ab.$name.$n" || { cat "$TMP/ab.$name.$n" >&2; exit 1; }
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    sed -n 's/^summary: //p' "$out" | head -n1
+}
+
+printf '| proxy | user-space instructions per request |\n|---|---:|\n'
+for name in portcullis nginx; do
+    a="$(count "$name" "$N1")"; b="$(count "$name" "$N2")"
+    printf '| %s | %s |\n' "$name" "$(( (b - a) / (N2 - N1) ))"
+done
+echo
+echo "callgrind, ab -k -c 10, $N1 vs $N2 requests (the difference removes start-up); $(valgrind --version)."
