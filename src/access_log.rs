@@ -85,7 +85,12 @@ impl LogSink {
 
     fn write(&self, line: Vec<u8>) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Say so on stderr, at 1, 2, 4, 8, ... drops, so a slow disk is
+            // visible without flooding diagnostics.
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "access log writer is behind; lines dropped");
+            }
         }
     }
 

@@ -156,6 +156,7 @@ async fn run(
         );
         return Err(Rejection::UpstreamFailed {
             status: parts.status,
+            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
         });
     }
     Ok(Response::from_parts(parts, Body::stream(body)))

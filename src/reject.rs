@@ -57,6 +57,8 @@ pub enum Rejection {
     UpstreamFailed {
         /// The upstream's status, kept.
         status: StatusCode,
+        /// The upstream's `Retry-After`, kept (it helps clients, leaks nothing).
+        retry_after: Option<HeaderValue>,
     },
     /// A failure inside the gateway.
     #[error("internal error")]
@@ -76,7 +78,7 @@ impl Rejection {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::UpstreamFailed { status } => *status,
+            Self::UpstreamFailed { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,8 +137,17 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Self::MethodNotAllowed { allow } = self {
-            h.insert(header::ALLOW, allow);
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                h.insert(header::ALLOW, allow);
+            }
+            Self::UpstreamFailed {
+                retry_after: Some(v),
+                ..
+            } => {
+                h.insert(header::RETRY_AFTER, v);
+            }
+            _ => {}
         }
         resp
     }

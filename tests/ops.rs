@@ -79,6 +79,14 @@ async fn config_errors_name_their_toml_path() {
         ),
         ("[limits]\nmax_body = \"12 parsecs\"\n", "limits.max_body"),
         (
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\nresponse_timeout = \"0s\"\n",
+            "upstreams.a.response_timeout",
+        ),
+        (
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[cors.policies.p]\nallow_origins = [\"https://a.example/\"]\n",
+            "cors.policies.p.allow_origins[0]",
+        ),
+        (
             "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"redirect\"\n",
             "server.http.mode",
         ),
@@ -177,6 +185,18 @@ async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
     assert_eq!(get(gw.http(), "/new", "").await.status, 404);
     std::fs::write(&gw.config, &with_new).unwrap();
     gw.handle.reload().await.unwrap();
+    assert_eq!(get(gw.http(), "/new", "").await.status, 200);
+
+    // moving a listener needs a restart: refused whole, old plan keeps serving
+    let moved = with_new.replacen(
+        "listen = \"127.0.0.1:0\"\nmode",
+        "listen = \"127.0.0.1:1\"\nmode",
+        1,
+    );
+    assert_ne!(moved, with_new);
+    std::fs::write(&gw.config, &moved).unwrap();
+    let err = gw.handle.reload().await.unwrap_err();
+    assert!(err.to_string().contains("server.http"), "{err}");
     assert_eq!(get(gw.http(), "/new", "").await.status, 200);
 
     // a broken config is refused and the old plan keeps serving

@@ -296,6 +296,9 @@ async fn upstream_5xx_body_replaced_status_kept() {
     let r = get(gw.http(), "/error", "").await;
     assert_problem(&r, 503, "upstream-error");
     assert!(!r.text().contains("Traceback") && !r.text().contains("hunter2"));
+    // Retry-After helps clients and leaks nothing: kept; everything else goes
+    assert_eq!(r.header("retry-after"), Some("30"));
+    assert!(r.header("x-debug-sql").is_none());
     // configurable: off passes the upstream body through
     let cfg = format!(
         "{}{}\n[errors]\nreplace_upstream_5xx = false\n",

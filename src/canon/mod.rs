@@ -10,8 +10,9 @@
 //! Refused: encoded `/` or `\` (`%2F`, `%5C`), `.`/`..` segments in any
 //! spelling, empty segments (`//`), backslashes, NUL and control characters,
 //! invalid UTF-8 (including overlong forms such as `%C0%AF`), `;` (path
-//! parameters, raw or encoded), a raw `#`, malformed `%` escapes, double
-//! encoding (a decoded `%XX`), and paths over the configured length.
+//! parameters, raw or encoded), a raw `#` (in practice the `http` crate cuts a
+//! fragment off before this code sees the path), malformed `%` escapes,
+//! double encoding (a decoded `%XX`), and paths over the configured length.
 
 use std::fmt::Write;
 

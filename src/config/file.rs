@@ -162,10 +162,14 @@ pub struct Limits {
     pub max_headers: usize,
     /// Longest request path (bytes, before decoding); 414 above.
     pub max_path_bytes: usize,
-    /// Time a client has to send a complete request head (slowloris defence);
-    /// also bounds the TLS handshake's wait for the first bytes.
+    /// Time an HTTP/1.1 client has to send a complete request head (slowloris
+    /// defence). hyper also starts this timer when a keep-alive connection
+    /// goes idle, so an idle HTTP/1.1 connection closes after the shorter of
+    /// this and `idle_timeout`. (The TLS handshake has `server.https.handshake_timeout`.)
     pub header_read_timeout: HumanDuration,
-    /// Close a connection with no request in flight and no bytes moving for this long.
+    /// Close a connection (HTTP/1.1 or HTTP/2) with no request in flight and no
+    /// bytes moving for this long; it closes between one and two periods after
+    /// its last activity.
     pub idle_timeout: HumanDuration,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,

@@ -206,11 +206,18 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             "max_headers and max_path_bytes must be at least 1",
         );
     }
-    if limits.header_read_timeout.is_zero() || limits.idle_timeout.is_zero() {
-        e.push(
-            "limits",
-            "header_read_timeout and idle_timeout must be above zero",
-        );
+    for (d, path) in [
+        (limits.header_read_timeout, "limits.header_read_timeout"),
+        (limits.idle_timeout, "limits.idle_timeout"),
+    ] {
+        if d.is_zero() {
+            e.push(path, "must be above zero");
+        }
+    }
+    if let Some(h) = &s.https {
+        if h.handshake_timeout.0.is_zero() {
+            e.push("server.https.handshake_timeout", "must be above zero");
+        }
     }
 
     // --- headers
@@ -236,6 +243,15 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         .upstreams
         .iter()
         .filter_map(|(name, u)| {
+            for (d, field) in [
+                (u.connect_timeout.0, "connect_timeout"),
+                (u.response_timeout.0, "response_timeout"),
+                (u.pool_idle_timeout.0, "pool_idle_timeout"),
+            ] {
+                if d.is_zero() {
+                    e.push(format!("upstreams.{name}.{field}"), "must be above zero");
+                }
+            }
             let path = format!("upstreams.{name}.url");
             let authority = parse_upstream_url(&u.url)
                 .map_err(|m| e.push(path, m))
@@ -302,6 +318,9 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         }
         if r.methods.is_empty() {
             e.push(p("methods"), "list at least one method");
+        }
+        if r.timeout.is_some_and(|t| t.0.is_zero()) {
+            e.push(p("timeout"), "must be above zero");
         }
         let upstream = names.iter().position(|n| **n == r.upstream);
         if upstream.is_none() {
@@ -432,7 +451,7 @@ fn check_template(t: &str) -> Result<(), String> {
         Ok(c) if c == filled => {}
         _ => {
             return Err(format!(
-                "{t:?} is not a canonical path template (start with '/', no '//', '.', '..', '%', ';' or spaces)"
+                "{t:?} is not a canonical path template: start with '/'; no '//', '.' or '..' segments, ';', spaces or non-canonical %-escapes"
             ));
         }
     }
@@ -506,6 +525,11 @@ fn compile_headers(h: &file::Headers, e: &mut Errs, warnings: &mut Vec<String>) 
     let mut strip_prefix = Vec::new();
     for (i, s) in h.strip.iter().enumerate() {
         let lower = s.to_ascii_lowercase();
+        if lower == "*" {
+            warnings.push(
+                "headers.strip contains \"*\": every upstream response header is removed".into(),
+            );
+        }
         if let Some(p) = lower.strip_suffix('*') {
             strip_prefix.push(p.to_owned());
         } else {
@@ -569,6 +593,11 @@ fn compile_cors(name: &str, p: &file::CorsPolicy, e: &mut Errs) -> Option<CorsPo
     } else {
         join(headers.iter().map(HeaderName::as_str).collect())
     };
+    for h in &p.expose_headers {
+        if HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).is_err() {
+            e.push(path("expose_headers"), format!("invalid header name {h:?}"));
+        }
+    }
     let expose_value = if p.expose_headers.is_empty() {
         None
     } else {

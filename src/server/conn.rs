@@ -1,10 +1,11 @@
 //! One client connection: TLS handshake (bounded), HTTP/1.1 or HTTP/2 by
 //! ALPN, the slowloris and idle timeouts, and graceful close on shutdown.
 //!
-//! hyper's `header_read_timeout` bounds how long a request head may take; it
-//! does not close a keep-alive connection that sits idle between requests, so
-//! the connection is wrapped in [`Tracked`], which notes when bytes last
-//! moved, and closed once no request is in flight and nothing moved for
+//! hyper's `header_read_timeout` bounds how long an HTTP/1.1 request head may
+//! take (and restarts when a keep-alive connection goes idle). HTTP/2 has no
+//! such timer, and a connection can stall in other ways, so the IO is wrapped
+//! in [`Tracked`], which counts when bytes move; the connection is closed
+//! gracefully once no request is in flight and nothing moved for a whole
 //! `limits.idle_timeout`.
 
 use std::convert::Infallible;

@@ -33,14 +33,22 @@ pub(crate) fn prepare(
     Ok(plan)
 }
 
-/// Recompiles the file and swaps the plan in on success.
+/// Recompiles the file and swaps the plan in on success. Every failure is
+/// logged here (and returned); the previous plan keeps serving.
 pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
     let _one_at_a_time = shared.reload_lock.lock().await;
+    let result = reload_locked(shared).await;
+    if let Err(errs) = &result {
+        for e in &errs.0 {
+            tracing::error!(path = %e.path, message = %e.message, "config reload failed; still serving the previous config");
+        }
+    }
+    result
+}
+
+async fn reload_locked(shared: &Shared) -> Result<(), ConfigErrors> {
     let Some(path) = shared.config_path.clone() else {
-        return Err(ConfigErrors(vec![ConfigError {
-            path: String::new(),
-            message: "this server was not started from a config file".into(),
-        }]));
+        return Err(one("this server was not started from a config file".into()));
     };
     let text = tokio::fs::read_to_string(&path)
         .await
@@ -50,33 +58,58 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
     shared
         .loaded
         .store(fingerprint(text.as_bytes()), Ordering::Relaxed);
-    let compiled = tokio::task::spawn_blocking(move || {
+    let plan = tokio::task::spawn_blocking(move || {
         config::parse(&text, path.parent().unwrap_or(std::path::Path::new(".")))
     })
     .await
-    .map_err(|e| one(format!("reload task failed: {e}")))?;
-    let plan = match compiled {
-        Ok(p) => p,
-        Err(errs) => {
-            for e in &errs.0 {
-                tracing::error!(path = %e.path, message = %e.message, "config reload failed; still serving the previous config");
-            }
-            return Err(errs);
-        }
-    };
+    .map_err(|e| one(format!("reload task failed: {e}")))??;
     let old = shared.plan.load_full();
-    let same_https = plan.https.as_ref().map(|l| l.addr) == old.https.as_ref().map(|l| l.addr);
-    let same_http = plan.http.as_ref().map(|l| l.addr) == old.http.as_ref().map(|l| l.addr);
-    if !same_https || !same_http || plan.max_connections != old.max_connections {
-        tracing::warn!(
-            "listener addresses or max_connections changed: they take effect after a restart"
-        );
+    check_restart_only(&plan, &old)?;
+    for w in &plan.warnings {
+        tracing::warn!(warning = %w, "unsafe or unusual setting");
     }
     let plan = prepare(plan, Some(&old), shared.https_addr)
         .map_err(|e| one(format!("cannot open the access log: {e}")))?;
     let routes = plan.routes.len();
     shared.plan.store(Arc::new(plan));
     tracing::info!(routes, "config reloaded");
+    Ok(())
+}
+
+/// Listeners are bound once: a reload that adds, removes or moves one is
+/// refused as a whole (applying the rest would leave a listener serving
+/// under rules written for another). Other start-only settings are applied
+/// at the next restart, with a warning now.
+fn check_restart_only(new: &Plan, old: &Plan) -> Result<(), ConfigErrors> {
+    let https = |p: &Plan| p.https.as_ref().map(|l| l.addr);
+    let http = |p: &Plan| p.http.as_ref().map(|l| l.addr);
+    if https(new) != https(old) {
+        return Err(ConfigErrors(vec![ConfigError {
+            path: "server.https".into(),
+            message: "adding, removing or moving a listener needs a restart".into(),
+        }]));
+    }
+    if http(new) != http(old) {
+        return Err(ConfigErrors(vec![ConfigError {
+            path: "server.http".into(),
+            message: "adding, removing or moving a listener needs a restart".into(),
+        }]));
+    }
+    for (changed, field) in [
+        (
+            new.max_connections != old.max_connections,
+            "server.max_connections",
+        ),
+        (
+            new.worker_threads != old.worker_threads,
+            "server.worker_threads",
+        ),
+        (new.log_level != old.log_level, "log.level"),
+    ] {
+        if changed {
+            tracing::warn!(field, "this setting takes effect at the next restart");
+        }
+    }
     Ok(())
 }
 

@@ -119,6 +119,9 @@ async fn upstream_handle(
             b"Traceback (most recent call last): File \"/srv/app.py\", line 3 DB_PASSWORD=hunter2",
         )));
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut().insert("retry-after", "30".parse().unwrap());
+        r.headers_mut()
+            .insert("x-debug-sql", "SELECT 1".parse().unwrap());
         return Ok(r);
     }
     if path == "/big" {
