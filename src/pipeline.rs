@@ -3,8 +3,9 @@
 //! ```text
 //!  client ─▶ 0 listener mode (HTTP listener in redirect mode: 308, done)
 //!          ─▶ 1 client ip + request id       (context.rs, client_ip.rs)
-//!          ─▶ 2 head limits, hop-by-hop strip, canonical path, route
-//!          ─▶ 3 CORS (preflight answered here)
+//!          ─▶ 2 head limits, hop-by-hop + gateway-owned header strip, canonical path
+//!          ─▶ 3 CORS preflight (answered here, before the method check)
+//!          ─▶ 2 route (deny by default: 404/405); CORS origin noted for stage 11
 //!          ─▶ 4 pre-auth rate limit           (issue: rate limiting)
 //!          ─▶ 5 authentication                (issue: authentication)
 //!          ─▶ 6 post-auth rate limit          (issue: rate limiting)

@@ -410,3 +410,28 @@ async fn request_ids_are_unique() {
         assert!(ids.insert(r.header("x-request-id").unwrap().to_string()));
     }
 }
+
+#[tokio::test]
+async fn forwarded_header_mode_resolves_the_client_for_the_upstream() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{}{}",
+        base_config(
+            "trusted_proxies = [\"127.0.0.0/8\"]\nclient_ip_header = \"forwarded\"",
+            "behind_tls_proxy"
+        ),
+        ROUTES
+    );
+    let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "Forwarded: for=198.51.100.9;proto=https, for=\"[2001:db8::7]:4711\"\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = up.last();
+    // right to left: 2001:db8::7 is not trusted, so it is the client
+    assert_eq!(seen.headers["x-real-ip"], "2001:db8::7");
+    assert!(!seen.headers.contains_key("forwarded"));
+}

@@ -283,10 +283,12 @@ pub struct Upstream {
     /// Time to establish a TCP connection; 502 on failure, 504 on timeout.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
-    /// Time from sending the request to receiving the response head; 504 after.
+    /// Time from taking (or opening) a connection and sending the request to
+    /// receiving the response head; 504 after. Routes can override it.
     #[serde(default = "default_response_timeout")]
     pub response_timeout: HumanDuration,
-    /// Idle pooled connections are closed after this long.
+    /// Idle pooled connections older than this are not reused (and are closed
+    /// when the pool reaches them).
     #[serde(default = "default_pool_idle")]
     pub pool_idle_timeout: HumanDuration,
     /// Most idle pooled connections kept per upstream.

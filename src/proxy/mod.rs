@@ -102,13 +102,12 @@ impl Upstream {
         };
         h.insert(HeaderName::from_static("x-forwarded-for"), xff);
         // The resolved client address (stage 1), for upstreams that want one value.
-        let real_ip =
-            if ctx.prior_xff.is_none() || ctx.client_ip == ctx.conn.peer.ip().to_canonical() {
-                ctx.conn.peer_header.clone()
-            } else {
-                HeaderValue::from_str(&ctx.client_ip.to_string())
-                    .unwrap_or_else(|_| ctx.conn.peer_header.clone())
-            };
+        let real_ip = if ctx.client_ip == ctx.conn.peer.ip().to_canonical() {
+            ctx.conn.peer_header.clone()
+        } else {
+            HeaderValue::from_str(&ctx.client_ip.to_string())
+                .unwrap_or_else(|_| ctx.conn.peer_header.clone())
+        };
         h.insert(HeaderName::from_static("x-real-ip"), real_ip);
         h.insert(header::HOST, self.host.clone());
         let proto = if ctx.https {

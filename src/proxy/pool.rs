@@ -30,10 +30,10 @@ pub enum PoolError {
     #[error("connect timed out")]
     ConnectTimeout,
     /// TCP connect failed.
-    #[error("connect failed: {0}")]
+    #[error("connect failed")]
     Connect(#[source] std::io::Error),
     /// The HTTP exchange failed.
-    #[error("upstream exchange failed: {0}")]
+    #[error("upstream exchange failed")]
     Http(#[source] hyper::Error),
 }
 

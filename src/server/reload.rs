@@ -65,11 +65,11 @@ async fn reload_locked(shared: &Shared) -> Result<(), ConfigErrors> {
     .map_err(|e| one(format!("reload task failed: {e}")))??;
     let old = shared.plan.load_full();
     check_restart_only(&plan, &old)?;
+    let plan = prepare(plan, Some(&old), shared.https_addr)
+        .map_err(|e| one(format!("cannot open the access log: {e}")))?;
     for w in &plan.warnings {
         tracing::warn!(warning = %w, "unsafe or unusual setting");
     }
-    let plan = prepare(plan, Some(&old), shared.https_addr)
-        .map_err(|e| one(format!("cannot open the access log: {e}")))?;
     let routes = plan.routes.len();
     shared.plan.store(Arc::new(plan));
     tracing::info!(routes, "config reloaded");
