@@ -84,8 +84,8 @@ pub struct RequestContext {
     pub cors: Option<(usize, HeaderValue)>,
     /// The request carried credentials (Authorization, Cookie, API key).
     pub credentials: bool,
-    /// Authenticated subject (set by authentication).
-    pub user: Option<String>,
+    /// The authenticated caller (stage 5).
+    pub identity: Option<std::sync::Arc<crate::authn::Identity>>,
     /// Problem slug when the gateway refused the request.
     pub rejection: Option<&'static str>,
     /// Whether the upstream was called.
@@ -126,7 +126,7 @@ impl RequestContext {
             route: None,
             params: Vec::new(),
             cors: None,
-            user: None,
+            identity: None,
             rejection: None,
             upstream_called: false,
             prior_xff: if peer_trusted {

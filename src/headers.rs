@@ -29,7 +29,9 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 /// names is removed, and the gateway sets its own values when forwarding.
 fn is_gateway_owned(n: &HeaderName) -> bool {
     let s = n.as_str();
-    s.starts_with("x-forwarded-") || matches!(s, "forwarded" | "x-real-ip" | "x-request-id")
+    s.starts_with("x-forwarded-")
+        || s.starts_with("x-portcullis-")
+        || matches!(s, "forwarded" | "x-real-ip" | "x-request-id")
 }
 
 /// Upstream headers that advertise implementation details.

@@ -128,7 +128,16 @@ async fn run(
         }
     }
 
-    // 4–8: rate limits, authentication, authorization and validation plug in here.
+    // 4. (pre-auth rate limit: rate-limiting issue)
+    // 5. Authentication: every route is public or names its methods.
+    if let crate::authn::RouteAuth::Required(methods) = &route.auth {
+        let id = plan
+            .authn
+            .authenticate(methods, &parts.headers, ctx.id_str())
+            .await?;
+        ctx.identity = Some(id);
+    }
+    // 6–8: post-auth rate limit, authorization and validation plug in here.
 
     // 9. Upstream. A declared length over the limit is refused before any
     //    connection is made; a stream that grows past it is cut off in flight.
@@ -296,7 +305,7 @@ fn attach_log(
         status: resp.status().as_u16(),
         upstream,
         user_agent,
-        user: ctx.user,
+        user: ctx.identity.as_ref().map(|i| i.subject.clone()),
         version: ctx.version,
         rejection: ctx.rejection,
         path: ctx.path,

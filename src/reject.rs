@@ -34,6 +34,12 @@ pub enum Rejection {
         /// Value for the `Allow` header, precomputed per path.
         allow: HeaderValue,
     },
+    /// No credential, or an invalid one (`invalid`), on a route that needs one.
+    #[error("authentication is required to access this resource")]
+    Unauthenticated {
+        /// A credential was present but is not valid.
+        invalid: bool,
+    },
     /// A CORS preflight for an origin, method or header the policy does not allow.
     #[error("this cross-origin request is not allowed")]
     CorsDenied,
@@ -73,6 +79,7 @@ impl Rejection {
             Self::PathTooLong => StatusCode::URI_TOO_LONG,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::CorsDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -91,6 +98,7 @@ impl Rejection {
             Self::BadRequest(_) => "bad-request",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
+            Self::Unauthenticated { .. } => "unauthenticated",
             Self::CorsDenied => "cors-denied",
             Self::BodyTooLarge { .. } => "body-too-large",
             Self::HeadersTooLarge => "headers-too-large",
@@ -109,6 +117,7 @@ impl Rejection {
             Self::BadRequest(_) => "Bad request",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
+            Self::Unauthenticated { .. } => "Unauthorized",
             Self::CorsDenied => "Cross-origin request denied",
             Self::BodyTooLarge { .. } => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
@@ -140,6 +149,14 @@ impl Rejection {
         match self {
             Self::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, allow);
+            }
+            Self::Unauthenticated { invalid } => {
+                let v = if invalid {
+                    "Bearer realm=\"portcullis\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"portcullis\""
+                };
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
             }
             Self::UpstreamFailed {
                 retry_after: Some(v),

@@ -24,6 +24,8 @@ pub struct Route {
     pub max_body: u64,
     /// Response timeout override.
     pub timeout: Option<Duration>,
+    /// Who may call it.
+    pub auth: crate::authn::RouteAuth,
 }
 
 #[derive(Debug)]

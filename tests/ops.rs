@@ -66,7 +66,7 @@ async fn config_errors_name_their_toml_path() {
     let cases = [
         ("[server]\nbogus = 1\n", "server.bogus"),
         (
-            "[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nupstream = \"nope\"\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n",
+            "[[routes]]\npath = \"/a\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"nope\"\n[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n",
             "routes[0].upstream",
         ),
         (
@@ -95,7 +95,7 @@ async fn config_errors_name_their_toml_path() {
             "server.https",
         ),
         (
-            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/../b\"\nmethods = [\"GET\"]\nupstream = \"a\"\n",
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/../b\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"a\"\n",
             "routes[0].path",
         ),
     ];
@@ -167,7 +167,7 @@ async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
         }));
     }
     let with_new = format!(
-        "{original}\n[[routes]]\npath = \"/new\"\nmethods = [\"GET\"]\nupstream = \"app\"\n"
+        "{original}\n[[routes]]\npath = \"/new\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"app\"\n"
     );
     for i in 0..6 {
         let text = if i % 2 == 0 { &with_new } else { &original };
@@ -200,7 +200,11 @@ async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
     assert_eq!(get(gw.http(), "/new", "").await.status, 200);
 
     // a broken config is refused and the old plan keeps serving
-    std::fs::write(&gw.config, "[[routes]]\npath = \"/x\"\nbogus = true\n").unwrap();
+    std::fs::write(
+        &gw.config,
+        "[[routes]]\npath = \"/x\"\npublic = true\nbogus = true\n",
+    )
+    .unwrap();
     let err = gw.handle.reload().await.unwrap_err();
     assert!(err.to_string().contains("routes[0]"), "{err}");
     assert_eq!(get(gw.http(), "/new", "").await.status, 200);
@@ -234,7 +238,7 @@ fn spawn_binary(dir: &std::path::Path, cfg: &str) -> (std::process::Child, std::
 
 fn binary_config(up: &Upstream, extra: &str) -> String {
     format!(
-        "[server]\nwatch_config = true\nshutdown_grace = \"10s\"\n[server.http]\nlisten = \"127.0.0.1:{{port}}\"\nmode = \"behind_tls_proxy\"\n[log]\naccess = \"off\"\n[upstreams.app]\nurl = \"http://{}\"\n[[routes]]\npath = \"/slow\"\nmethods = [\"GET\"]\nupstream = \"app\"\n{extra}",
+        "[server]\nwatch_config = true\nshutdown_grace = \"10s\"\n[server.http]\nlisten = \"127.0.0.1:{{port}}\"\nmode = \"behind_tls_proxy\"\n[log]\naccess = \"off\"\n[upstreams.app]\nurl = \"http://{}\"\n[[routes]]\npath = \"/slow\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"app\"\n{extra}",
         up.addr
     )
 }
@@ -254,8 +258,7 @@ async fn sighup_and_file_change_reload_the_binary() {
     let (mut child, addr) = spawn_binary(dir.path(), &binary_config(&up, ""));
     assert_eq!(get(addr, "/api/v1/users/1", "").await.status, 404);
     let port = addr.port().to_string();
-    let route =
-        "[[routes]]\npath = \"/api/v1/users/{id}\"\nmethods = [\"GET\"]\nupstream = \"app\"\n";
+    let route = "[[routes]]\npath = \"/api/v1/users/{id}\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"app\"\n";
     let text = binary_config(&up, route).replace("{port}", &port);
     std::fs::write(dir.path().join("portcullis.toml"), text).unwrap();
     signal(&child, "-HUP");

@@ -206,6 +206,7 @@ async fn body_limit_413_by_length_and_by_stream() {
     let extra = r#"
 [[routes]]
 path = "/small"
+public = true
 methods = ["POST"]
 upstream = "app"
 max_body = "1KiB"
@@ -273,7 +274,7 @@ async fn upstream_down_502_and_slow_504() {
         .local_addr()
         .unwrap();
     let cfg = format!(
-        "{}{}\n[upstreams.dead]\nurl = \"http://{dead}\"\n\n[[routes]]\npath = \"/dead\"\nmethods = [\"GET\"]\nupstream = \"dead\"\n",
+        "{}{}\n[upstreams.dead]\nurl = \"http://{dead}\"\n\n[[routes]]\npath = \"/dead\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"dead\"\n",
         base_config("", "behind_tls_proxy"),
         ROUTES
     );

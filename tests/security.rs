@@ -187,6 +187,7 @@ allow_origins = ["*"]
 
 [[routes]]
 path = "/open"
+public = true
 methods = ["GET"]
 upstream = "app"
 cors = "public"

@@ -35,6 +35,9 @@ pub struct File {
     /// CORS: named policies and the default policy.
     #[serde(default)]
     pub cors: Cors,
+    /// Authentication methods routes can require.
+    #[serde(default)]
+    pub auth: Auth,
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -350,6 +353,114 @@ pub struct Route {
     pub max_body: Option<ByteSize>,
     /// Upstream response timeout for this route (default: the upstream's).
     pub timeout: Option<HumanDuration>,
+    /// `true`: anyone may call this route. Every route must say either
+    /// `public = true` or `auth = [...]`; a route that says neither does not
+    /// compile.
+    #[serde(default)]
+    pub public: bool,
+    /// Authentication methods accepted, tried in order; the first credential
+    /// present decides (a present but invalid credential is refused, never
+    /// passed on to the next method). Methods: `"jwt"`.
+    pub auth: Option<Vec<String>>,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Bearer JWTs from trusted issuers.
+    pub jwt: Option<Jwt>,
+}
+
+/// `[auth.jwt]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    /// Longest token accepted (bytes).
+    #[serde(default = "default_max_token")]
+    pub max_token_bytes: ByteSize,
+    /// Verified tokens remembered (0 disables the cache).
+    #[serde(default = "default_token_cache")]
+    pub cache_entries: usize,
+    /// Trusted issuers.
+    pub issuers: Vec<JwtIssuer>,
+}
+
+/// `[[auth.jwt.issuers]]`: exactly one of `jwks_url`, `jwks_file`,
+/// `pem_file`, `secret_file`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// Exact `iss` claim value.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// Allowed algorithms: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384, EdDSA; HS256/HS384/HS512 only with `secret_file`.
+    pub algorithms: Vec<String>,
+    /// HTTPS URL of the issuer's JWKS.
+    pub jwks_url: Option<String>,
+    /// Local JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// Local PEM public key (RSA, EC or Ed25519), used for tokens with any or no `kid`.
+    pub pem_file: Option<PathBuf>,
+    /// File holding the shared secret for HMAC algorithms.
+    pub secret_file: Option<PathBuf>,
+    /// Extra PEM CA certificates trusted for `jwks_url` (besides the public roots).
+    pub ca_file: Option<PathBuf>,
+    /// JWKS refresh when the response has no `Cache-Control: max-age`.
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh_interval: HumanDuration,
+    /// At most one JWKS fetch per this interval for unknown `kid`s.
+    #[serde(default = "default_jwks_refetch")]
+    pub min_refetch_interval: HumanDuration,
+    /// Where the identity comes from in the claims.
+    #[serde(default)]
+    pub claims: JwtClaims,
+}
+
+/// `[auth.jwt.issuers.claims]`: dotted claim paths.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtClaims {
+    /// Subject (default `sub`).
+    pub subject: String,
+    /// Roles: list or space-separated string (default `roles`).
+    pub roles: String,
+    /// Scopes: list or space-separated string (default `scope`).
+    pub scopes: String,
+    /// Tenant (default: none).
+    pub tenant: Option<String>,
+}
+
+impl Default for JwtClaims {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            roles: "roles".into(),
+            scopes: "scope".into(),
+            tenant: None,
+        }
+    }
+}
+
+fn default_leeway() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_max_token() -> ByteSize {
+    ByteSize(8 << 10)
+}
+fn default_token_cache() -> usize {
+    100_000
+}
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
+}
+fn default_jwks_refetch() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
 }
 
 fn yes() -> bool {

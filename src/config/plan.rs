@@ -65,6 +65,8 @@ pub struct Plan {
     pub routes: Vec<Route>,
     /// Path router.
     pub router: Router,
+    /// Authentication methods.
+    pub authn: crate::authn::Authn,
     /// Unsafe or dubious settings (`portcullis check` prints them).
     pub warnings: Vec<String>,
 }
@@ -294,6 +296,13 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         .as_deref()
         .and_then(|n| cors_index(n, "cors.default".into(), &mut e));
 
+    // --- auth
+    let (authn, auth_errors) = crate::authn::compile(&f.auth, base);
+    for (path, m) in auth_errors {
+        e.push(path, m);
+    }
+    let have_jwt = authn.jwt.is_some();
+
     // --- routes
     let mut routes = Vec::new();
     let mut entries = Vec::new();
@@ -341,6 +350,12 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             cors,
             max_body: r.max_body.map_or(limits.max_body, |b| b.0),
             timeout: r.timeout.map(|t| t.0),
+            auth: crate::authn::route_auth(r.public, r.auth.as_deref(), have_jwt).unwrap_or_else(
+                |m| {
+                    e.push(p("auth"), m);
+                    crate::authn::RouteAuth::Public
+                },
+            ),
         });
     }
     if f.routes.is_empty() {
@@ -384,6 +399,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         cors,
         routes,
         router,
+        authn,
         warnings,
     })
 }

@@ -120,6 +120,9 @@ impl Upstream {
             h.insert(HeaderName::from_static("x-forwarded-host"), host);
         }
         h.insert(HeaderName::from_static("x-request-id"), ctx.id.clone());
+        if let Some(id) = &ctx.identity {
+            set_identity(h, id)?;
+        }
 
         let body = if body_is_empty(&parts, &body) {
             ProxyBody::Empty
@@ -137,6 +140,34 @@ impl Upstream {
             Ok(Err(e)) => Err(classify(&e, &self.name, ctx)),
         }
     }
+}
+
+/// `X-Portcullis-*`: who the gateway says is calling. Client-sent headers
+/// of these names were removed at stage 2.
+fn set_identity(h: &mut http::HeaderMap, id: &crate::authn::Identity) -> Result<(), Rejection> {
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| Rejection::Unauthenticated { invalid: true })
+    };
+    h.insert(
+        HeaderName::from_static("x-portcullis-user"),
+        value(&id.subject)?,
+    );
+    h.insert(
+        HeaderName::from_static("x-portcullis-auth"),
+        HeaderValue::from_static(id.method.as_str()),
+    );
+    h.insert(
+        HeaderName::from_static("x-portcullis-roles"),
+        value(&id.roles.join(","))?,
+    );
+    h.insert(
+        HeaderName::from_static("x-portcullis-scopes"),
+        value(&id.scopes.join(" "))?,
+    );
+    if let Some(t) = &id.tenant {
+        h.insert(HeaderName::from_static("x-portcullis-tenant"), value(t)?);
+    }
+    Ok(())
 }
 
 fn body_is_empty(parts: &request::Parts, body: &Incoming) -> bool {

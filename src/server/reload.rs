@@ -25,6 +25,12 @@ pub(crate) fn prepare(
         (Some(t), _) => Some(LogSink::open(t.clone())?),
         (None, _) => None,
     };
+    // Fetch remote JWKS now rather than on the first request.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        for r in plan.authn.remote_jwks() {
+            tokio::spawn(async move { r.warm().await });
+        }
+    }
     if let (Some(h), Some(a)) = (plan.http.as_mut(), https_addr) {
         if h.redirect_port == 0 {
             h.redirect_port = a.port();

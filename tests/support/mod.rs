@@ -193,24 +193,28 @@ pub const ROUTES: &str = r#"
 [[routes]]
 name = "users"
 path = "/api/v1/users/{id}"
+public = true
 methods = ["GET", "PUT", "DELETE"]
 upstream = "app"
 
 [[routes]]
 name = "posts"
 path = "/api/v1/posts"
+public = true
 methods = ["POST"]
 upstream = "app"
 
 [[routes]]
 name = "catch"
 path = "/files/{*rest}"
+public = true
 methods = ["GET"]
 upstream = "app"
 
 [[routes]]
 name = "slow"
 path = "/slow"
+public = true
 methods = ["GET"]
 upstream = "app"
 timeout = "300ms"
@@ -218,12 +222,14 @@ timeout = "300ms"
 [[routes]]
 name = "error"
 path = "/error"
+public = true
 methods = ["GET"]
 upstream = "app"
 
 [[routes]]
 name = "big"
 path = "/big"
+public = true
 methods = ["GET"]
 upstream = "app"
 "#;

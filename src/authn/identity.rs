@@ -1,0 +1,165 @@
+//! Who is calling: the [`Identity`] every later stage reads, and the mapping
+//! from token claims to it (configurable claim paths such as
+//! `realm_access.roles`).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A bearer JWT.
+    Jwt,
+}
+
+impl AuthMethod {
+    /// Name used in `X-Portcullis-Auth` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// Subject (user or service id).
+    pub subject: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Scopes / permissions.
+    pub scopes: Vec<String>,
+    /// Tenant, if any.
+    pub tenant: Option<String>,
+    /// Issuer that vouched for it.
+    pub issuer: String,
+    /// How it was established.
+    pub method: AuthMethod,
+    /// Expiry (Unix seconds).
+    pub expires: u64,
+    /// All claims, for policies.
+    pub claims: Arc<Value>,
+}
+
+/// Compiled claim paths (`a.b.c` split once at load).
+#[derive(Debug, Clone)]
+pub struct ClaimMap {
+    subject: Vec<String>,
+    roles: Vec<String>,
+    scopes: Vec<String>,
+    tenant: Option<Vec<String>>,
+}
+
+impl ClaimMap {
+    /// From dotted paths.
+    pub fn new(subject: &str, roles: &str, scopes: &str, tenant: Option<&str>) -> Self {
+        let split = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
+        Self {
+            subject: split(subject),
+            roles: split(roles),
+            scopes: split(scopes),
+            tenant: tenant.map(split),
+        }
+    }
+
+    /// Builds the identity from verified claims. A missing or non-string
+    /// subject is an error; roles and scopes may be absent (empty), a list of
+    /// strings, or one space-separated string (OAuth `scope`).
+    pub fn identity(
+        &self,
+        claims: Value,
+        issuer: &str,
+        expires: u64,
+    ) -> Result<Identity, &'static str> {
+        let subject = lookup(&claims, &self.subject)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or("missing subject")?
+            .to_owned();
+        let roles = strings(lookup(&claims, &self.roles))?;
+        let scopes = strings(lookup(&claims, &self.scopes))?;
+        let tenant = match &self.tenant {
+            Some(p) => match lookup(&claims, p) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err("tenant claim is not a string"),
+            },
+            None => None,
+        };
+        Ok(Identity {
+            subject,
+            roles,
+            scopes,
+            tenant,
+            issuer: issuer.to_owned(),
+            method: AuthMethod::Jwt,
+            expires,
+            claims: Arc::new(claims),
+        })
+    }
+}
+
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+fn strings(v: Option<&Value>) -> Result<Vec<String>, &'static str> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(str::to_owned).collect()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or("role or scope is not a string")
+            })
+            .collect(),
+        Some(_) => Err("roles or scopes claim has the wrong type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn maps_nested_claims() {
+        let m = ClaimMap::new("sub", "realm_access.roles", "scope", Some("org.id"));
+        let id = m
+            .identity(
+                json!({"sub": "u1", "realm_access": {"roles": ["admin", "user"]}, "scope": "read write", "org": {"id": "t9"}}),
+                "iss",
+                10,
+            )
+            .map_err(String::from);
+        let Ok(id) = id else { panic!("{id:?}") };
+        assert_eq!(id.subject, "u1");
+        assert_eq!(id.roles, ["admin", "user"]);
+        assert_eq!(id.scopes, ["read", "write"]);
+        assert_eq!(id.tenant.as_deref(), Some("t9"));
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        let m = ClaimMap::new("sub", "roles", "scope", Some("tenant"));
+        assert!(m.identity(json!({"sub": 5}), "i", 1).is_err());
+        assert!(m.identity(json!({}), "i", 1).is_err());
+        assert!(
+            m.identity(json!({"sub": "a", "roles": [1]}), "i", 1)
+                .is_err()
+        );
+        assert!(
+            m.identity(json!({"sub": "a", "roles": {"x": 1}}), "i", 1)
+                .is_err()
+        );
+        assert!(
+            m.identity(json!({"sub": "a", "tenant": 3}), "i", 1)
+                .is_err()
+        );
+        assert!(m.identity(json!({"sub": "a"}), "i", 1).is_ok());
+    }
+}

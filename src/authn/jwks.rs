@@ -1,0 +1,283 @@
+//! Signing keys: a static set (JWKS or PEM file, or a shared secret) or a
+//! remote JWKS fetched over HTTPS by the gateway's own client.
+//!
+//! A remote set is fetched when first needed and again when stale
+//! (`Cache-Control: max-age`, else `refresh_interval`). A token whose `kid`
+//! is unknown triggers a refetch, but never more than once per
+//! `min_refetch_interval` over all kids together: a flood of made-up kids
+//! costs the identity provider at most one request per interval. When a
+//! fetch fails the last good keys stay in use.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Uri, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::net::TcpStream;
+
+use super::cache::TokenCache;
+
+/// One verification key.
+#[derive(Clone)]
+pub struct Key {
+    /// `kid`, if the key has one.
+    pub kid: Option<String>,
+    /// `alg` the key is restricted to, if the JWK says.
+    pub alg: Option<Algorithm>,
+    /// The key.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A set of keys.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    /// The keys.
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Keys meant for encryption (`use: enc`) and
+    /// keys of unsupported types are skipped; an empty result is an error.
+    pub fn from_jwks(json: &[u8]) -> Result<Self, String> {
+        let set: JwkSet =
+            serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            if matches!(
+                jwk.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            ) {
+                continue;
+            }
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+            keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key,
+            });
+        }
+        if keys.is_empty() {
+            return Err("the JWKS holds no usable signing key".into());
+        }
+        Ok(Self { keys })
+    }
+
+    /// The key for a token's `kid`: the key with that id, or, when the token
+    /// has no `kid`, the only key of the set.
+    pub fn find(&self, kid: Option<&str>) -> Option<&Key> {
+        match kid {
+            Some(k) => self.keys.iter().find(|x| x.kid.as_deref() == Some(k)),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+    }
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Loaded at config time.
+    Static(Arc<KeySet>),
+    /// Fetched from a URL.
+    Remote(Arc<RemoteJwks>),
+}
+
+impl KeySource {
+    /// The keys to try for `kid` (may fetch, bounded as described above).
+    pub async fn keys_for(&self, kid: Option<&str>) -> Arc<KeySet> {
+        match self {
+            Self::Static(k) => k.clone(),
+            Self::Remote(r) => r.keys_for(kid).await,
+        }
+    }
+}
+
+/// A JWKS URL with its cached keys.
+pub struct RemoteJwks {
+    url: Uri,
+    tls: Arc<rustls::ClientConfig>,
+    refresh_interval: Duration,
+    min_refetch: Duration,
+    keys: ArcSwap<KeySet>,
+    state: tokio::sync::Mutex<FetchState>,
+    fetches: AtomicU64,
+    cache: Arc<TokenCache>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    last_attempt: Option<Instant>,
+    fresh_until: Option<Instant>,
+    last_body: Option<Bytes>,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteJwks {
+    /// A remote set (nothing fetched yet).
+    pub fn new(
+        url: Uri,
+        tls: Arc<rustls::ClientConfig>,
+        refresh_interval: Duration,
+        min_refetch: Duration,
+        cache: Arc<TokenCache>,
+    ) -> Self {
+        Self {
+            url,
+            tls,
+            refresh_interval,
+            min_refetch,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            state: tokio::sync::Mutex::new(FetchState::default()),
+            fetches: AtomicU64::new(0),
+            cache,
+        }
+    }
+
+    /// How many fetches were attempted (for tests and metrics).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Fetches now unless a fetch happened within `min_refetch_interval`.
+    pub async fn warm(&self) {
+        let _ = self.keys_for(None).await;
+    }
+
+    async fn keys_for(&self, kid: Option<&str>) -> Arc<KeySet> {
+        let now = Instant::now();
+        let current = self.keys.load_full();
+        let known = kid.is_none_or(|k| current.find(Some(k)).is_some()) && !current.keys.is_empty();
+        {
+            // Fast path without the lock: known kid and fresh keys.
+            if known {
+                if let Ok(st) = self.state.try_lock() {
+                    if st.fresh_until.is_some_and(|t| now < t) {
+                        return current;
+                    }
+                }
+            }
+        }
+        let mut st = self.state.lock().await;
+        let current = self.keys.load_full();
+        let known = kid.is_none_or(|k| current.find(Some(k)).is_some()) && !current.keys.is_empty();
+        let stale = st.fresh_until.is_none_or(|t| now >= t);
+        let may_refetch = st
+            .last_attempt
+            .is_none_or(|t| now.duration_since(t) >= self.min_refetch);
+        if (stale || !known) && may_refetch {
+            st.last_attempt = Some(now);
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            match tokio::time::timeout(Duration::from_secs(5), fetch(&self.url, &self.tls)).await {
+                Ok(Ok((body, max_age))) => match KeySet::from_jwks(&body) {
+                    Ok(set) => {
+                        if st.last_body.as_ref() != Some(&body) {
+                            // Rotated or revoked keys: verified tokens are re-checked.
+                            self.cache.clear();
+                            st.last_body = Some(body);
+                        }
+                        self.keys.store(Arc::new(set));
+                        let ttl = max_age
+                            .unwrap_or(self.refresh_interval)
+                            .clamp(self.min_refetch, Duration::from_secs(86_400));
+                        st.fresh_until = Some(now + ttl);
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; keeping the previous keys")
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the previous keys")
+                }
+                Err(_) => {
+                    tracing::warn!(url = %self.url, "JWKS fetch timed out; keeping the previous keys")
+                }
+            }
+        }
+        self.keys.load_full()
+    }
+}
+
+/// GET over HTTPS; returns the body and `Cache-Control: max-age`.
+async fn fetch(
+    url: &Uri,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<(Bytes, Option<Duration>), String> {
+    let host = url.host().ok_or("URL has no host")?;
+    let port = url.port_u16().unwrap_or(443);
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
+    .map_err(|e| format!("server name: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(conn);
+    let pq = url.path_and_query().map_or("/", |p| p.as_str());
+    let authority = url.authority().map_or(host, |a| a.as_str());
+    let req = Request::get(pq)
+        .header(header::HOST, authority)
+        .header(header::ACCEPT, "application/json")
+        .header(header::USER_AGENT, "portcullis")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let max_age = resp
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .filter_map(|d| d.trim().strip_prefix("max-age="))
+                .find_map(|s| s.trim().parse::<u64>().ok())
+        })
+        .map(Duration::from_secs);
+    let body = Limited::new(resp.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((body, max_age))
+}

@@ -1,0 +1,349 @@
+//! Stage 5: authentication. Every route says `public = true` or lists the
+//! methods it accepts; for the latter the first credential present decides:
+//! a present but invalid credential is refused with 401 and never handed to
+//! the next method. Failures answer 401 problem+json with `WWW-Authenticate`
+//! and a detail that never says which part of the credential was wrong; the
+//! reason goes to the diagnostics log (never the credential).
+//!
+//! Reads the request headers; writes `ctx.identity`. The identity reaches the
+//! upstream as `X-Portcullis-*` headers (set in `proxy/`), after every
+//! client-sent `X-Portcullis-*` header was removed at stage 2.
+
+pub mod cache;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+pub use identity::{AuthMethod, Identity};
+
+use self::cache::TokenCache;
+use self::identity::ClaimMap;
+use self::jwks::{Key, KeySet, KeySource, RemoteJwks};
+use self::jwt::{Issuer, JwtVerifier, is_hmac};
+use crate::config::file;
+use crate::reject::Rejection;
+
+/// What a route requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// Anyone.
+    Public,
+    /// One of these methods, tried in order.
+    Required(Vec<AuthMethod>),
+}
+
+/// The compiled `[auth]`.
+#[derive(Debug, Default)]
+pub struct Authn {
+    /// Bearer JWTs.
+    pub jwt: Option<JwtVerifier>,
+}
+
+impl Authn {
+    /// Remote key sets, for warming at start and tests.
+    pub fn remote_jwks(&self) -> Vec<Arc<RemoteJwks>> {
+        self.jwt
+            .iter()
+            .flat_map(|j| &j.issuers)
+            .filter_map(|i| match &i.keys {
+                KeySource::Remote(r) => Some(r.clone()),
+                KeySource::Static(_) => None,
+            })
+            .collect()
+    }
+
+    /// Establishes the caller's identity for a route that needs one.
+    pub async fn authenticate(
+        &self,
+        methods: &[AuthMethod],
+        h: &HeaderMap,
+        request_id: &str,
+    ) -> Result<Arc<Identity>, Rejection> {
+        for m in methods {
+            match m {
+                AuthMethod::Jwt => {
+                    let Some(token) = bearer(h)? else { continue };
+                    let Some(v) = &self.jwt else { continue };
+                    return v.verify(token, unix_now()).await.map_err(|e| {
+                        tracing::info!(request_id, reason = %e, method = "jwt", "authentication failed");
+                        Rejection::Unauthenticated { invalid: true }
+                    });
+                }
+            }
+        }
+        Err(Rejection::Unauthenticated { invalid: false })
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The bearer token, if the request carries one. Several `Authorization`
+/// headers, or a malformed bearer value, are an invalid credential.
+fn bearer(h: &HeaderMap) -> Result<Option<&str>, Rejection> {
+    let mut values = h.get_all(header::AUTHORIZATION).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::Unauthenticated { invalid: true });
+    }
+    let v = v
+        .to_str()
+        .map_err(|_| Rejection::Unauthenticated { invalid: true })?;
+    let Some((scheme, token)) = v.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None); // another scheme: not this method's credential
+    }
+    let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    if token.is_empty() || !token.chars().all(token68) {
+        return Err(Rejection::Unauthenticated { invalid: true });
+    }
+    Ok(Some(token))
+}
+
+/// Compiles a route's `public`/`auth` pair.
+pub fn route_auth(
+    public: bool,
+    auth: Option<&[String]>,
+    have_jwt: bool,
+) -> Result<RouteAuth, String> {
+    match (public, auth) {
+        (true, None) => Ok(RouteAuth::Public),
+        (true, Some(_)) => {
+            Err("a route is either `public = true` or has `auth = [...]`, not both".into())
+        }
+        (false, None) => {
+            Err("say who may call this route: `public = true` or `auth = [\"jwt\"]`".into())
+        }
+        (false, Some([])) => {
+            Err("`auth` lists no method; use `public = true` for a public route".into())
+        }
+        (false, Some(list)) => {
+            let mut methods = Vec::new();
+            for m in list {
+                let method = match m.as_str() {
+                    "jwt" if have_jwt => AuthMethod::Jwt,
+                    "jwt" => return Err("\"jwt\" needs [auth.jwt] with at least one issuer".into()),
+                    other => {
+                        return Err(format!(
+                            "unknown authentication method {other:?} (known: \"jwt\")"
+                        ));
+                    }
+                };
+                if methods.contains(&method) {
+                    return Err(format!("{m:?} is listed twice"));
+                }
+                methods.push(method);
+            }
+            Ok(RouteAuth::Required(methods))
+        }
+    }
+}
+
+/// Compiles `[auth]`; errors are `(toml path, message)`.
+pub fn compile(a: &file::Auth, base: &Path) -> (Authn, Vec<(String, String)>) {
+    let mut errors = Vec::new();
+    let jwt = a.jwt.as_ref().map(|j| {
+        let cache = Arc::new(TokenCache::new(j.cache_entries));
+        let issuers = j
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, iss)| {
+                compile_issuer(iss, base, &cache)
+                    .map_err(|(field, m)| {
+                        let path = if field.is_empty() {
+                            format!("auth.jwt.issuers[{i}]")
+                        } else {
+                            format!("auth.jwt.issuers[{i}].{field}")
+                        };
+                        errors.push((path, m));
+                    })
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        if j.issuers.is_empty() {
+            errors.push((
+                "auth.jwt.issuers".into(),
+                "configure at least one issuer".into(),
+            ));
+        }
+        JwtVerifier {
+            issuers,
+            leeway: j.leeway.0.as_secs(),
+            max_token_bytes: usize::try_from(j.max_token_bytes.0).unwrap_or(usize::MAX),
+            cache,
+        }
+    });
+    (Authn { jwt }, errors)
+}
+
+fn compile_issuer(
+    c: &file::JwtIssuer,
+    base: &Path,
+    cache: &Arc<TokenCache>,
+) -> Result<Issuer, (&'static str, String)> {
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    if c.issuer.is_empty() {
+        return Err(("issuer", "must not be empty".into()));
+    }
+    if c.audiences.is_empty() {
+        return Err(("audiences", "list at least one audience".into()));
+    }
+    let mut algorithms = Vec::new();
+    for a in &c.algorithms {
+        let alg: Algorithm = a
+            .parse()
+            .map_err(|_| ("algorithms", format!("unknown algorithm {a:?}")))?;
+        algorithms.push(alg);
+    }
+    if algorithms.is_empty() {
+        return Err((
+            "algorithms",
+            "list the algorithms this issuer signs with".into(),
+        ));
+    }
+    let sources = [
+        c.jwks_url.is_some(),
+        c.jwks_file.is_some(),
+        c.pem_file.is_some(),
+        c.secret_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err((
+            "",
+            "set exactly one of jwks_url, jwks_file, pem_file, secret_file".into(),
+        ));
+    }
+    let hmac = algorithms.iter().any(|a| is_hmac(*a));
+    if hmac && c.secret_file.is_none() {
+        return Err((
+            "algorithms",
+            "HMAC algorithms (HS*) need secret_file".into(),
+        ));
+    }
+    if c.secret_file.is_some() && !algorithms.iter().all(|a| is_hmac(*a)) {
+        return Err((
+            "algorithms",
+            "with secret_file only HS256, HS384 or HS512 are allowed".into(),
+        ));
+    }
+    let read = |p: &Path| {
+        std::fs::read(resolve(p)).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let keys = if let Some(url) = &c.jwks_url {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| ("jwks_url", format!("invalid URL {url:?}")))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err(("jwks_url", "must be an https:// URL".into()));
+        }
+        let tls =
+            client_tls(c.ca_file.as_deref().map(resolve).as_deref()).map_err(|m| ("ca_file", m))?;
+        let min = c.min_refetch_interval.0.max(Duration::from_secs(1));
+        KeySource::Remote(Arc::new(RemoteJwks::new(
+            uri,
+            tls,
+            c.refresh_interval.0,
+            min,
+            cache.clone(),
+        )))
+    } else if let Some(p) = &c.jwks_file {
+        let bytes = read(p).map_err(|m| ("jwks_file", m))?;
+        KeySource::Static(Arc::new(
+            KeySet::from_jwks(&bytes).map_err(|m| ("jwks_file", m))?,
+        ))
+    } else if let Some(p) = &c.pem_file {
+        let bytes = read(p).map_err(|m| ("pem_file", m))?;
+        let key = DecodingKey::from_ec_pem(&bytes)
+            .or_else(|_| DecodingKey::from_rsa_pem(&bytes))
+            .or_else(|_| DecodingKey::from_ed_pem(&bytes))
+            .map_err(|_| {
+                (
+                    "pem_file",
+                    "not an RSA, EC or Ed25519 public key in PEM".to_owned(),
+                )
+            })?;
+        KeySource::Static(Arc::new(KeySet {
+            keys: vec![Key {
+                kid: None,
+                alg: None,
+                key,
+            }],
+        }))
+    } else if let Some(p) = &c.secret_file {
+        let bytes = read(p).map_err(|m| ("secret_file", m))?;
+        let secret = bytes.trim_ascii();
+        if secret.len() < 32 {
+            return Err((
+                "secret_file",
+                "an HMAC secret must be at least 32 bytes".into(),
+            ));
+        }
+        KeySource::Static(Arc::new(KeySet {
+            keys: vec![Key {
+                kid: None,
+                alg: None,
+                key: DecodingKey::from_secret(secret),
+            }],
+        }))
+    } else {
+        return Err(("", "no key source".into()));
+    };
+    Ok(Issuer {
+        issuer: c.issuer.clone(),
+        audiences: c.audiences.clone(),
+        algorithms,
+        keys,
+        claims: ClaimMap::new(
+            &c.claims.subject,
+            &c.claims.roles,
+            &c.claims.scopes,
+            c.claims.tenant.as_deref(),
+        ),
+    })
+}
+
+/// TLS for outgoing HTTPS (JWKS): public roots plus an optional CA file.
+fn client_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(p) = ca_file {
+        let certs = CertificateDer::pem_file_iter(p)
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        for c in certs {
+            let c = c.map_err(|e| format!("invalid PEM in {}: {e}", p.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("unusable CA certificate in {}: {e}", p.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
