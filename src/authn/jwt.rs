@@ -102,6 +102,8 @@ pub struct JwtVerifier {
     pub max_token_bytes: usize,
     /// Verified tokens.
     pub cache: Arc<TokenCache>,
+    /// Signature checks performed (cache misses that reached the crypto).
+    pub signature_checks: std::sync::atomic::AtomicU64,
 }
 
 impl JwtVerifier {
@@ -155,6 +157,8 @@ impl JwtVerifier {
         }
         let signed = token.len() - sig.len() - 1;
         let message = token.as_bytes().get(..signed).ok_or(JwtError::Malformed)?;
+        self.signature_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match jsonwebtoken::crypto::verify(sig, message, &key.key, alg) {
             Ok(true) => {}
             _ => return Err(JwtError::Signature),

@@ -188,6 +188,7 @@ pub fn compile(a: &file::Auth, base: &Path) -> (Authn, Vec<(String, String)>) {
             leeway: j.leeway.0.as_secs(),
             max_token_bytes: usize::try_from(j.max_token_bytes.0).unwrap_or(usize::MAX),
             cache,
+            signature_checks: std::sync::atomic::AtomicU64::new(0),
         }
     });
     (Authn { jwt }, errors)
