@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Portcullis load benchmark: direct vs Portcullis vs nginx vs Envoy.
 #
-# One run measures interleaved rounds of
+# Two scenarios, measured in one run with interleaved rounds:
+#
+# "plain": GET /api/v1/users/1, no credentials
 #   direct      wrk -> upstream
 #   portcullis  wrk -> Portcullis (plain HTTP listener) -> upstream
 #   nginx       wrk -> nginx reverse proxy adding the security headers -> upstream
 #   envoy       wrk -> Envoy (route + response headers added) -> upstream
-# and prints a markdown table (stdout) with the median across rounds of
-# requests/s, p50 and p99 latency, plus ratios / added latency vs direct.
+#
+# "jwt": the same GET with `Authorization: Bearer <valid ES256 JWT>`
+#   portcullis-noauth  the "portcullis" instance above (route public = true)
+#   portcullis-jwt     a second Portcullis instance whose route needs a JWT
+#   envoy-noauth       the "envoy" instance above (no jwt_authn filter)
+#   envoy-jwt          a second Envoy with the jwt_authn filter on /api/
+# Key pair, JWKS and token are minted per run by bench/mint_token.py.
+#
+# Prints one markdown table per scenario (stdout) with the median across
+# rounds of requests/s, p50 and p99 latency, CPU per request, plus ratios
+# (vs direct; JWT vs no-auth and Portcullis vs Envoy with JWT).
 # Progress and diagnostics go to stderr, so `bench/run.sh > result.md` works.
 #
 # CPU pinning: wrk and the upstream nginx on CPU 0 (LOAD_CPU), the system under
@@ -19,12 +30,22 @@
 #   ROUNDS          rounds; the median per target is reported [3]
 #   CONNECTIONS     wrk connections [50]
 #   WRK_THREADS     wrk threads (wrk shares one core with the upstream) [1]
-#   TARGETS         space-separated subset of: direct portcullis nginx envoy
+#   SCENARIOS       space-separated subset of: plain jwt [both]
+#   TARGETS         "plain" targets, subset of: direct portcullis nginx envoy
 #                   [all four]
+#   JWT_TARGETS     "jwt" targets, subset of: portcullis-noauth portcullis-jwt
+#                   envoy-noauth envoy-jwt [all four]
+#   JWT_CACHE       1: both gateways may cache the verified token (Portcullis'
+#                   default cache; Envoy jwt_cache_config); 0: both caches
+#                   off, every request pays the ES256 verification [1]
 #   BASE_PORT       ports BASE_PORT+1..+9 are used [61080]; the default range
 #                   sits above Linux's ephemeral port range (32768-60999)
 #   PORTCULLIS_BIN  Portcullis binary [target/release/portcullis, relative to
-#                   the repository root]; the target is skipped if missing
+#                   the repository root]; its targets are skipped (with a
+#                   message and a note under the table) if it is missing, if
+#                   `portcullis check` rejects the config, or if it does not
+#                   start; a binary older than src/ gets a warning
+#   PYTHON          Python 3 with `cryptography`, for mint_token.py [python3]
 #   ENVOY_BIN       Envoy binary [found/installed by bench/setup.sh]
 #   LOAD_CPU        CPU for wrk + upstream [0]
 #   SUT_CPU         CPU for the proxy under test [1]
@@ -40,7 +61,11 @@ WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-50}"
 WRK_THREADS="${WRK_THREADS:-1}"
+SCENARIOS="${SCENARIOS:-plain jwt}"
 TARGETS="${TARGETS:-direct portcullis nginx envoy}"
+JWT_TARGETS="${JWT_TARGETS:-portcullis-noauth portcullis-jwt envoy-noauth envoy-jwt}"
+JWT_CACHE="${JWT_CACHE:-1}"
+PYTHON="${PYTHON:-python3}"
 BASE_PORT="${BASE_PORT:-61080}"
 LOAD_CPU="${LOAD_CPU:-0}"
 SUT_CPU="${SUT_CPU:-1}"
@@ -49,6 +74,7 @@ PORTCULLIS_BIN="${PORTCULLIS_BIN:-target/release/portcullis}"
 [[ "$DURATION" =~ ^[0-9]+$ ]] && DURATION="${DURATION}s"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] && WARMUP="${WARMUP}s"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 1; }
+[[ "$JWT_CACHE" == 0 || "$JWT_CACHE" == 1 ]] || { echo "JWT_CACHE must be 0 or 1" >&2; exit 1; }
 [[ "$PORTCULLIS_BIN" == /* ]] || PORTCULLIS_BIN="$REPO_DIR/$PORTCULLIS_BIN"
 
 REQ_PATH="/api/v1/users/1"
@@ -57,6 +83,9 @@ UPSTREAM_PORT=$((BASE_PORT + 1))
 PORTCULLIS_PORT=$((BASE_PORT + 2))
 NGINX_PORT=$((BASE_PORT + 3))
 ENVOY_PORT=$((BASE_PORT + 4))
+PORTCULLIS_JWT_PORT=$((BASE_PORT + 5))
+ENVOY_JWT_PORT=$((BASE_PORT + 6))
+ENVOY_JWT_ADMIN_PORT=$((BASE_PORT + 8))
 ENVOY_ADMIN_PORT=$((BASE_PORT + 9))
 
 SEC_HEADERS=(strict-transport-security x-content-type-options x-frame-options
@@ -80,25 +109,85 @@ nproc_online="$(nproc)"
 ((LOAD_CPU < nproc_online && SUT_CPU < nproc_online)) \
     || die "need CPUs $LOAD_CPU and $SUT_CPU, have $nproc_online"
 
-# ---- which targets ------------------------------------------------------------
-ACTIVE=()
-SKIPPED_NOTES=()
-for t in $TARGETS; do
-    case "$t" in
-        direct|nginx) ACTIVE+=("$t") ;;
-        envoy)
-            if [[ -n "${ENVOY_BIN:-}" && -x "$ENVOY_BIN" ]]; then ACTIVE+=(envoy)
-            else die "envoy binary not found (set ENVOY_BIN or run bench/setup.sh)"; fi ;;
-        portcullis)
-            if [[ -x "$PORTCULLIS_BIN" ]]; then ACTIVE+=(portcullis)
-            else
-                log "SKIP portcullis: binary not found at $PORTCULLIS_BIN (build it with 'cargo build --release' or set PORTCULLIS_BIN)"
-                SKIPPED_NOTES+=("portcullis skipped: no binary at \`${PORTCULLIS_BIN#"$REPO_DIR/"}\`")
-            fi ;;
-        *) die "unknown target '$t' (valid: direct portcullis nginx envoy)" ;;
+# ---- which scenarios and targets -------------------------------------------------
+# A "target" is one measured series. SERVER maps it to the process that serves
+# it (whose CPU time is counted); the two scenarios share the upstream, the
+# "portcullis" and the "envoy" instances.
+declare -A SERVER=(
+    [direct]=upstream [portcullis]=portcullis [nginx]=nginx [envoy]=envoy
+    [portcullis-noauth]=portcullis [portcullis-jwt]=portcullis-jwt
+    [envoy-noauth]=envoy [envoy-jwt]=envoy-jwt
+)
+WANT_PLAIN=0; WANT_JWT=0
+for s in $SCENARIOS; do
+    case "$s" in
+        plain) WANT_PLAIN=1 ;;
+        jwt) WANT_JWT=1 ;;
+        *) die "unknown scenario '$s' (valid: plain jwt)" ;;
     esac
 done
-((${#ACTIVE[@]})) || die "no target to measure"
+PLAIN=(); JWT=()
+if ((WANT_PLAIN)); then
+    for t in $TARGETS; do
+        case "$t" in
+            direct|portcullis|nginx|envoy) PLAIN+=("$t") ;;
+            *) die "unknown target '$t' in TARGETS (valid: direct portcullis nginx envoy)" ;;
+        esac
+    done
+fi
+if ((WANT_JWT)); then
+    for t in $JWT_TARGETS; do
+        case "$t" in
+            portcullis-noauth|portcullis-jwt|envoy-noauth|envoy-jwt) JWT+=("$t") ;;
+            *) die "unknown target '$t' in JWT_TARGETS (valid: portcullis-noauth portcullis-jwt envoy-noauth envoy-jwt)" ;;
+        esac
+    done
+fi
+
+SKIPPED_NOTES=()
+PORTCULLIS_REL="${PORTCULLIS_BIN#"$REPO_DIR/"}"
+PORTCULLIS_STALE=""
+
+# Drops every target served by process $1 (e.g. when it cannot start).
+drop_server() {
+    local srv="$1" t keep=()
+    for t in "${PLAIN[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
+    PLAIN=("${keep[@]}"); keep=()
+    for t in "${JWT[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
+    JWT=("${keep[@]}")
+}
+# Process $1 is needed by some selected target.
+needs() {
+    local t
+    for t in "${PLAIN[@]}" "${JWT[@]}"; do [[ "${SERVER[$t]}" == "$1" ]] && return 0; done
+    return 1
+}
+
+if needs envoy || needs envoy-jwt; then
+    [[ -n "${ENVOY_BIN:-}" && -x "$ENVOY_BIN" ]] \
+        || die "envoy binary not found (set ENVOY_BIN or run bench/setup.sh)"
+fi
+if needs portcullis || needs portcullis-jwt; then
+    if [[ ! -x "$PORTCULLIS_BIN" ]]; then
+        log "SKIP portcullis targets: binary not found at $PORTCULLIS_BIN (build it with 'cargo build --release' or set PORTCULLIS_BIN)"
+        SKIPPED_NOTES+=("portcullis skipped: no binary at \`$PORTCULLIS_REL\`")
+        drop_server portcullis; drop_server portcullis-jwt
+    elif [[ -d "$REPO_DIR/src" ]]; then
+        newer="$(find "$REPO_DIR/src" -type f -newer "$PORTCULLIS_BIN" | wc -l)"
+        if ((newer > 0)); then
+            newest="$(find "$REPO_DIR/src" -type f -newer "$PORTCULLIS_BIN" -printf '%T@ %P\n' \
+                | sort -n | tail -n1 | cut -d' ' -f2-)"
+            PORTCULLIS_STALE="\`$PORTCULLIS_REL\` is older than $newer file(s) under src/ (newest: src/$newest)"
+            log "WARNING: $PORTCULLIS_STALE; it may not match the source or the configs below. Rebuild: cargo build --release"
+            SKIPPED_NOTES+=("$PORTCULLIS_STALE: the Portcullis figures may not be those of the current source")
+        fi
+    fi
+fi
+if ((${#JWT[@]})); then
+    "$PYTHON" -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2>&1 \
+        || die "$PYTHON cannot import 'cryptography' (needed by bench/mint_token.py; run bench/setup.sh or pip install cryptography)"
+fi
+((${#PLAIN[@]} + ${#JWT[@]})) || die "no target to measure"
 
 # ---- temp dir and cleanup -----------------------------------------------------
 TMP="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
@@ -121,29 +210,43 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$UPSTREAM_PORT" "$PORTCULLIS_PORT" "$NGINX_PORT" "$ENVOY_PORT" "$ENVOY_ADMIN_PORT"; do
+for p in "$UPSTREAM_PORT" "$PORTCULLIS_PORT" "$NGINX_PORT" "$ENVOY_PORT" \
+         "$PORTCULLIS_JWT_PORT" "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" "$ENVOY_ADMIN_PORT"; do
     port_in_use "$p" && die "port $p already in use (set BASE_PORT to another range)"
 done
 
 # Start "$@" in the background pinned to CPU $1, logging to $TMP/$2.log.
 # taskset execs the command, so $! is the server's own pid.
+declare -A PID
 start_pinned() {
     local cpu="$1" name="$2"; shift 2
     taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
     PIDS+=($!)
-    eval "PID_${name}=$!"
+    PID[$name]=$!
 }
 
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# Waits until process $1 answers 200 on $2 (extra curl arguments after that);
+# returns 1, with the end of its log on stderr, if it exits or times out.
 wait_200() {
-    local name="$1" url="$2" pid="$3" code=""
+    local name="$1" url="$2" pid="${PID[$1]}" code=""; shift 2
     for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$TMP/$name.log" >&2 || true; die "$name exited during startup"; }
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)"
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 30 "$TMP/$name.log" >&2 || true
+            log "$name exited during startup"; return 1
+        fi
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" || true)"
         [[ "$code" == 200 ]] && return 0
         sleep 0.1
     done
     tail -n 30 "$TMP/$name.log" >&2 || true
-    die "$name did not answer 200 on $url (last status: ${code:-none})"
+    log "$name did not answer 200 on $url (last status: ${code:-none})"; return 1
 }
 
 # ---- nginx temp paths (keep everything under $TMP) ----------------------------
@@ -228,17 +331,44 @@ $(nginx_common "$TMP/nginx")
 }
 EOF
 
+# ---- key pair, JWKS and token for the jwt scenario ----------------------------
+TOKEN=""
+if ((${#JWT[@]})); then
+    # The token must outlive the run: at least 1 h, more for long runs.
+    secs() { # wrk duration (10s, 2m, 1h, plain seconds) -> seconds
+        local v="${1%[smh]}" u="${1: -1}"
+        [[ "$v" =~ ^[0-9]+$ ]] || { echo 60; return; }
+        case "$u" in m) echo $((v * 60)) ;; h) echo $((v * 3600)) ;; *) echo "$v" ;; esac
+    }
+    ntargets=$(( ${#PLAIN[@]} + ${#JWT[@]} ))
+    run_secs=$(( ROUNDS * ntargets * ($(secs "$WARMUP") + $(secs "$DURATION")) ))
+    ttl=$(( run_secs * 2 + 600 > 3600 ? run_secs * 2 + 600 : 3600 ))
+    mkdir -p "$TMP/jwt"
+    "$PYTHON" "$BENCH_DIR/mint_token.py" "$TMP/jwt" --ttl "$ttl" >&2 \
+        || die "bench/mint_token.py failed"
+    TOKEN="$(cat "$TMP/jwt/token")"
+    JWKS_JSON="$(tr -d '\n' <"$TMP/jwt/jwks.json")"
+    # Same token with one signature character changed: must be refused.
+    sig="${TOKEN##*.}"
+    [[ "${sig:0:1}" == A ]] && c=B || c=A
+    BAD_TOKEN="${TOKEN%.*}.$c${sig:1}"
+    log "minted ES256 key + JWKS (kid bench) and a token valid ${ttl}s (${#TOKEN} bytes) in $TMP/jwt"
+fi
+AUTH_HDR=(-H "Authorization: Bearer $TOKEN")
+
 # ---- envoy --------------------------------------------------------------------
-mkdir -p "$TMP/envoy"
-cat >"$TMP/envoy/envoy.yaml" <<EOF
+# envoy_yaml PORT ADMIN_PORT JWT(0|1): the plain Envoy config, plus with JWT=1
+# the jwt_authn filter (before the router) requiring a token on /api/.
+envoy_yaml() {
+cat <<EOF
 admin:
   address:
-    socket_address: { address: 127.0.0.1, port_value: $ENVOY_ADMIN_PORT }
+    socket_address: { address: 127.0.0.1, port_value: $2 }
 static_resources:
   listeners:
   - name: ingress
     address:
-      socket_address: { address: 127.0.0.1, port_value: $ENVOY_PORT }
+      socket_address: { address: 127.0.0.1, port_value: $1 }
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -280,6 +410,42 @@ static_resources:
             - header: { key: referrer-policy, value: no-referrer }
               append_action: OVERWRITE_IF_EXISTS_OR_ADD
           http_filters:
+EOF
+if [[ "$3" == 1 ]]; then
+cat <<EOF
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                bench:
+                  issuer: https://idp.bench
+                  audiences: [bench-api]
+                  # Token from "Authorization: Bearer ..." (the default place).
+                  local_jwks:
+                    inline_string: '$JWKS_JSON'
+                  # Keep the Authorization header towards the upstream, as
+                  # Portcullis does.
+                  forward: true
+                  # Identity to the upstream, like Portcullis' X-Portcullis-User
+                  # / -Scopes (Portcullis also sends -Auth and -Roles).
+                  claim_to_headers:
+                  - { header_name: x-jwt-user, claim_name: sub }
+                  - { header_name: x-jwt-scopes, claim_name: scope }
+EOF
+if [[ "$JWT_CACHE" == 1 ]]; then
+cat <<EOF
+                  # Cache verified tokens (off unless configured; Portcullis
+                  # caches by default).
+                  jwt_cache_config: { jwt_cache_size: 1000 }
+EOF
+fi
+cat <<EOF
+              rules:
+              - match: { prefix: /api/ }
+                requires: { provider_name: bench }
+EOF
+fi
+cat <<EOF
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -296,15 +462,22 @@ static_resources:
             address:
               socket_address: { address: 127.0.0.1, port_value: $UPSTREAM_PORT }
 EOF
+}
+mkdir -p "$TMP/envoy" "$TMP/envoy-jwt"
+envoy_yaml "$ENVOY_PORT" "$ENVOY_ADMIN_PORT" 0 >"$TMP/envoy/envoy.yaml"
+needs envoy-jwt && envoy_yaml "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" 1 >"$TMP/envoy-jwt/envoy.yaml"
 
 # ---- portcullis ---------------------------------------------------------------
-mkdir -p "$TMP/portcullis"
-cat >"$TMP/portcullis/portcullis.toml" <<EOF
+# portcullis_toml PORT JWT(0|1): same server settings; with JWT=1 the route
+# requires a bearer JWT (a path cannot have a public and a protected route in
+# one config, hence a second instance on its own port).
+portcullis_toml() {
+cat <<EOF
 [server]
 worker_threads = 1
 
 [server.http]
-listen = "127.0.0.1:$PORTCULLIS_PORT"
+listen = "127.0.0.1:$1"
 mode = "behind_tls_proxy"
 
 [log]
@@ -312,13 +485,41 @@ access = "off"
 
 [upstreams.app]
 url = "http://127.0.0.1:$UPSTREAM_PORT"
+EOF
+if [[ "$2" == 1 ]]; then
+    cat <<EOF
+
+[auth.jwt]
+$([[ "$JWT_CACHE" == 1 ]] && echo "# verified-token cache: default size" || echo "cache_entries = 0")
+
+[[auth.jwt.issuers]]
+issuer = "https://idp.bench"
+audiences = ["bench-api"]
+algorithms = ["ES256"]
+jwks_file = "$TMP/jwt/jwks.json"
+
+[[routes]]
+name = "users-jwt"
+path = "/api/v1/users/{id}"
+methods = ["GET"]
+upstream = "app"
+auth = ["jwt"]
+EOF
+else
+    cat <<EOF
 
 [[routes]]
 name = "users"
 path = "/api/v1/users/{id}"
 methods = ["GET"]
 upstream = "app"
+public = true
 EOF
+fi
+}
+mkdir -p "$TMP/portcullis" "$TMP/portcullis-jwt"
+portcullis_toml "$PORTCULLIS_PORT" 0 >"$TMP/portcullis/portcullis.toml"
+needs portcullis-jwt && portcullis_toml "$PORTCULLIS_JWT_PORT" 1 >"$TMP/portcullis-jwt/portcullis.toml"
 
 # ---- start everything ---------------------------------------------------------
 nginx_start() { # name cpu
@@ -332,32 +533,68 @@ URL[direct]="http://127.0.0.1:$UPSTREAM_PORT$REQ_PATH"
 URL[portcullis]="http://127.0.0.1:$PORTCULLIS_PORT$REQ_PATH"
 URL[nginx]="http://127.0.0.1:$NGINX_PORT$REQ_PATH"
 URL[envoy]="http://127.0.0.1:$ENVOY_PORT$REQ_PATH"
+URL[portcullis-noauth]="${URL[portcullis]}"
+URL[portcullis-jwt]="http://127.0.0.1:$PORTCULLIS_JWT_PORT$REQ_PATH"
+URL[envoy-noauth]="${URL[envoy]}"
+URL[envoy-jwt]="http://127.0.0.1:$ENVOY_JWT_PORT$REQ_PATH"
+# Every request of the jwt scenario carries the token, public routes included,
+# so the only difference between noauth and jwt is the verification.
+is_jwt_target() { [[ " ${JWT[*]} " == *" $1 "* ]]; }
+
+envoy_start() { # name
+    "$ENVOY_BIN" --mode validate -c "$TMP/$1/envoy.yaml" -l error >"$TMP/$1.check.log" 2>&1 \
+        || { cat "$TMP/$1.check.log" >&2; die "$1: config validation failed"; }
+    start_pinned "$SUT_CPU" "$1" "$ENVOY_BIN" -c "$TMP/$1/envoy.yaml" \
+        --concurrency 1 --disable-hot-restart -l warn
+}
+
+# A Portcullis instance that cannot run this config is skipped, not fatal.
+portcullis_start() { # name url [curl args]
+    local name="$1" url="$2" why=""; shift 2
+    if ! "$PORTCULLIS_BIN" check "$TMP/$name/portcullis.toml" >"$TMP/$name.check.log" 2>&1; then
+        sed 's/^/[bench]     /' "$TMP/$name.check.log" | tail -n 20 >&2
+        why="\`portcullis check\` rejects the benchmark config"
+    else
+        start_pinned "$SUT_CPU" "$name" "$PORTCULLIS_BIN" serve --config "$TMP/$name/portcullis.toml"
+        wait_200 "$name" "$url" "$@" || { why="it did not start or answer 200"; stop_pid "${PID[$name]}"; }
+    fi
+    [[ -z "$why" ]] && return 0
+    local hint=""
+    [[ -n "$PORTCULLIS_STALE" ]] && hint=" (the binary is older than src/: rebuild with cargo build --release)"
+    log "SKIP $name: $why$hint"
+    SKIPPED_NOTES+=("$name skipped: $why$hint")
+    drop_server "$name"
+}
 
 log "temp dir: $TMP"
 nginx_start upstream "$LOAD_CPU"
-wait_200 upstream "${URL[direct]}" "$PID_upstream"
+wait_200 upstream "${URL[direct]}" || die "upstream did not start"
 
-for t in "${ACTIVE[@]}"; do
-    case "$t" in
-        nginx) nginx_start nginx "$SUT_CPU"; wait_200 nginx "${URL[nginx]}" "$PID_nginx" ;;
-        envoy)
-            "$ENVOY_BIN" --mode validate -c "$TMP/envoy/envoy.yaml" -l error >"$TMP/envoy.check.log" 2>&1 \
-                || { cat "$TMP/envoy.check.log" >&2; die "envoy: config validation failed"; }
-            start_pinned "$SUT_CPU" envoy "$ENVOY_BIN" -c "$TMP/envoy/envoy.yaml" \
-                --concurrency 1 --disable-hot-restart -l warn
-            wait_200 envoy "${URL[envoy]}" "$PID_envoy" ;;
-        portcullis)
-            start_pinned "$SUT_CPU" portcullis "$PORTCULLIS_BIN" serve --config "$TMP/portcullis/portcullis.toml"
-            wait_200 portcullis "${URL[portcullis]}" "$PID_portcullis" ;;
-    esac
-done
+if needs nginx; then
+    nginx_start nginx "$SUT_CPU"
+    wait_200 nginx "${URL[nginx]}" || die "nginx did not start"
+fi
+if needs envoy; then
+    envoy_start envoy
+    wait_200 envoy "${URL[envoy]}" || die "envoy did not start"
+fi
+if needs envoy-jwt; then
+    envoy_start envoy-jwt
+    wait_200 envoy-jwt "${URL[envoy-jwt]}" "${AUTH_HDR[@]}" || die "envoy-jwt did not start"
+fi
+needs portcullis && portcullis_start portcullis "${URL[portcullis]}"
+needs portcullis-jwt && portcullis_start portcullis-jwt "${URL[portcullis-jwt]}" "${AUTH_HDR[@]}"
+((${#PLAIN[@]} + ${#JWT[@]})) || die "no target left to measure"
+ALL=("${PLAIN[@]}" "${JWT[@]}")
 
 # ---- show and check the response headers of each target -----------------------
-declare -A HDR_NOTE
-for t in "${ACTIVE[@]}"; do
-    hdrs="$(curl -sS -D - -o "$TMP/$t.body" "${URL[$t]}" | tr -d '\r')"
+declare -A HDR_NOTE AUTH_NOTE
+for t in "${ALL[@]}"; do
+    hargs=()
+    is_jwt_target "$t" && hargs=("${AUTH_HDR[@]}")
+    hdrs="$(curl -sS -D - -o "$TMP/$t.body" "${hargs[@]}" "${URL[$t]}" | tr -d '\r')"
     status="$(head -n1 <<<"$hdrs")"
-    log "---- $t: GET ${URL[$t]} -> $status"
+    log "---- $t: GET ${URL[$t]}${hargs:+ (with bearer token)} -> $status"
     sed -n '2,$p' <<<"$hdrs" | sed '/^$/d; s/^/[bench]     /' >&2
     log "     body: $(cat "$TMP/$t.body")"
     grep -q ' 200' <<<"$status" || die "$t: expected 200, got '$status'"
@@ -374,6 +611,23 @@ for t in "${ACTIVE[@]}"; do
     [[ "$note" == all ]] || log "WARNING: $t security headers: $note"
 done
 
+# The JWT check must be active: no token and a tampered signature get 401.
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+for t in "${JWT[@]}"; do
+    none="$(http_code "${URL[$t]}")"
+    bad="$(http_code -H "Authorization: Bearer $BAD_TOKEN" "${URL[$t]}")"
+    AUTH_NOTE[$t]="$none / $bad"
+    case "$t" in
+        *-jwt)
+            log "     $t without token -> $none, with a tampered signature -> $bad (expected 401 / 401)"
+            [[ "$none" == 401 && "$bad" == 401 ]] \
+                || die "$t: the JWT check is not active (without token: $none, bad signature: $bad; expected 401)" ;;
+        *)
+            log "     $t without token -> $none, with a tampered signature -> $bad (public route: token ignored)"
+            AUTH_NOTE[$t]="$none / $bad (public)" ;;
+    esac
+done
+
 # ---- wrk ---------------------------------------------------------------------
 cat >"$TMP/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -385,9 +639,10 @@ done = function(summary, latency, requests)
 end
 EOF
 
-run_wrk() { # url duration outfile
-    taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$2" --latency \
-        -s "$TMP/report.lua" "$1" >"$3" 2>&1 || { cat "$3" >&2; die "wrk failed on $1"; }
+run_wrk() { # url duration outfile [extra wrk args, e.g. -H ...]
+    local url="$1" dur="$2" out="$3"; shift 3
+    taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency \
+        -s "$TMP/report.lua" "$@" "$url" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed on $url"; }
 }
 
 field() { sed -n "s/.*[[:space:]]$1=\([0-9.]*\).*/\1/p" "$2" | tail -n1; }
@@ -396,11 +651,7 @@ field() { sed -n "s/.*[[:space:]]$1=\([0-9.]*\).*/\1/p" "$2" | tail -n1; }
 # and its children (nginx workers), all threads included.
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { # target
-    local root pids total=0
-    case "$1" in
-        direct) root="$PID_upstream" ;;
-        *) eval "root=\${PID_$1}" ;;
-    esac
+    local root="${PID[${SERVER[$1]}]}" pids total=0
     pids="$root $(pgrep -P "$root" 2>/dev/null | tr '\n' ' ')"
     for p in $pids; do
         [[ -r "/proc/$p/stat" ]] || continue
@@ -410,15 +661,17 @@ cpu_ticks() { # target
 }
 
 declare -A RPS P50 P99 ERR CPU
-n=${#ACTIVE[@]}
+n=${#ALL[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
         # Rotate the order each round so no target always runs first/last.
-        t="${ACTIVE[$(( (i + r - 1) % n ))]}"
+        t="${ALL[$(( (i + r - 1) % n ))]}"
         out="$TMP/wrk-$t-r$r.txt"
-        run_wrk "${URL[$t]}" "$WARMUP" "$TMP/wrk-$t-r$r-warmup.txt"
+        wargs=()
+        is_jwt_target "$t" && wargs=("${AUTH_HDR[@]}")
+        run_wrk "${URL[$t]}" "$WARMUP" "$TMP/wrk-$t-r$r-warmup.txt" "${wargs[@]}"
         c0="$(cpu_ticks "$t")"
-        run_wrk "${URL[$t]}" "$DURATION" "$out"
+        run_wrk "${URL[$t]}" "$DURATION" "$out" "${wargs[@]}"
         c1="$(cpu_ticks "$t")"
         rps="$(field rps "$out")"; p50="$(field p50 "$out")"; p99="$(field p99 "$out")"
         errs="$(field errors "$out")"; reqs="$(field requests "$out")"
@@ -426,9 +679,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
         CPU[$t]+="$cpu_us "
         [[ -n "$rps" && -n "$p50" && -n "$p99" ]] || { cat "$out" >&2; die "could not parse wrk output"; }
         RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
-        log "round $r/$ROUNDS $(printf '%-10s' "$t") rps=$rps p50=${p50}us p99=${p99}us cpu/req=${cpu_us}us errors=$errs"
+        log "round $r/$ROUNDS $(printf '%-17s' "$t") rps=$rps p50=${p50}us p99=${p99}us cpu/req=${cpu_us}us errors=$errs"
     done
 done
+
+# Proof the Envoy cache setting took effect (verifications vs cache hits).
+if [[ " ${JWT[*]} " == *" envoy-jwt "* ]]; then
+    log "envoy-jwt $(curl -sG --max-time 2 --data-urlencode 'filter=jwt_authn\.(allowed|denied|jwt_cache_hit|jwt_cache_miss)$' \
+        "http://127.0.0.1:$ENVOY_JWT_ADMIN_PORT/stats" \
+        | sed 's/^http\.ingress_http\.jwt_authn\.//' | tr '\n' ' ')"
+fi
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {
     if (NR == 0) exit 1; if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2 }'; }
@@ -444,7 +704,7 @@ ver_portcullis="-"
 cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 
 declare -A MRPS MP50 MP99 MCPU
-for t in "${ACTIVE[@]}"; do
+for t in "${ALL[@]}"; do
     MCPU[$t]="$(median <<<"${CPU[$t]}")"
     MRPS[$t]="$(median <<<"${RPS[$t]}")"
     MP50[$t]="$(median <<<"${P50[$t]}")"
@@ -457,15 +717,22 @@ label() {
         portcullis) echo "Portcullis" ;;
         nginx) echo "nginx $ver_nginx" ;;
         envoy) echo "Envoy $ver_envoy" ;;
+        portcullis-noauth) echo "Portcullis, public route" ;;
+        portcullis-jwt) echo "Portcullis, route requires JWT" ;;
+        envoy-noauth) echo "Envoy $ver_envoy, no jwt_authn" ;;
+        envoy-jwt) echo "Envoy $ver_envoy + jwt_authn" ;;
     esac
 }
+has() { [[ -n "${MRPS[$1]:-}" ]]; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 
+if ((${#PLAIN[@]})); then
 echo
 echo "### GET $REQ_PATH — median of $ROUNDS round(s) × $DURATION"
 echo
 echo "| target | req/s | req/s vs direct | p50 (µs) | p99 (µs) | added p50 (µs) | added p99 (µs) | CPU µs/req | errors | security headers |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-for t in "${ACTIVE[@]}"; do
+for t in "${PLAIN[@]}"; do
     if [[ -n "${MRPS[direct]:-}" ]]; then
         ratio="$(awk -v a="${MRPS[$t]}" -v b="${MRPS[direct]}" 'BEGIN { printf "%.2f×", a / b }')"
         d50="$(awk -v a="${MP50[$t]}" -v b="${MP50[direct]}" 'BEGIN { printf "%+d", a - b }')"
@@ -478,6 +745,60 @@ for t in "${ACTIVE[@]}"; do
         "$(label "$t")" "${MRPS[$t]}" "$ratio" "${MP50[$t]}" "${MP99[$t]}" \
         "$d50" "$d99" "${MCPU[$t]}" "${ERR[$t]}" "${HDR_NOTE[$t]}"
 done
+fi
+
+if ((${#JWT[@]})); then
+    # noauth counterpart of a target of the jwt scenario
+    base_of() { case "$1" in portcullis-*) echo portcullis-noauth ;; envoy-*) echo envoy-noauth ;; esac; }
+    echo
+    echo "### GET $REQ_PATH with a valid ES256 bearer token — median of $ROUNDS round(s) × $DURATION"
+    echo
+    echo "| target | req/s | req/s vs same proxy, public route | p50 (µs) | p99 (µs) | CPU µs/req | CPU µs/req added by JWT | errors | no token / bad signature | security headers |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    for t in "${JWT[@]}"; do
+        b="$(base_of "$t")"
+        if [[ "$t" == "$b" ]]; then rr="1.00×"; dc="0"
+        elif has "$b"; then
+            rr="$(ratio "${MRPS[$t]}" "${MRPS[$b]}")"
+            dc="$(awk -v a="${MCPU[$t]}" -v b="${MCPU[$b]}" 'BEGIN { printf "%+.2f", a - b }')"
+        else rr="n/a"; dc="n/a"; fi
+        printf '| %s | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' \
+            "$(label "$t")" "${MRPS[$t]}" "$rr" "${MP50[$t]}" "${MP99[$t]}" \
+            "${MCPU[$t]}" "$dc" "${ERR[$t]}" "${AUTH_NOTE[$t]}" "${HDR_NOTE[$t]}"
+    done
+    # The issue's goals for this scenario.
+    goal() { # label num den cmp(ge|gt) threshold goal-text
+        local v="n/a" met="n/a"
+        if has "$2" && has "$3"; then
+            v="$(ratio "${MRPS[$2]}" "${MRPS[$3]}")"
+            met="$(awk -v a="${MRPS[$2]}" -v b="${MRPS[$3]}" -v c="$4" -v t="$5" \
+                'BEGIN { r = a / b; ok = (c == "ge") ? r >= t : r > t; print ok ? "yes" : "**no**" }')"
+        fi
+        printf '| %s | %s | %s | %s |\n' "$1" "$v" "$6" "$met"
+    }
+    echo
+    echo "| req/s ratio | measured | goal | met |"
+    echo "|---|---:|---:|---|"
+    goal "Portcullis: JWT route vs public route" portcullis-jwt portcullis-noauth ge 0.9 "≥ 0.90×"
+    goal "Portcullis JWT vs Envoy JWT" portcullis-jwt envoy-jwt gt 1 "> 1.00×"
+    has envoy-jwt && has envoy-noauth && \
+        printf '| %s | %s | %s | %s |\n' "Envoy: jwt_authn vs none (reference)" \
+            "$(ratio "${MRPS[envoy-jwt]}" "${MRPS[envoy-noauth]}")" "–" "–"
+    echo
+    if [[ "$JWT_CACHE" == 1 ]]; then
+        cache_txt="Token caches on (\`JWT_CACHE=1\`): Portcullis' verified-token cache at its default size, Envoy \`jwt_cache_config: { jwt_cache_size: 1000 }\`; with one token, nearly every request is a cache hit"
+    else
+        cache_txt="Token caches off (\`JWT_CACHE=0\`): Portcullis \`cache_entries = 0\`, Envoy without \`jwt_cache_config\`; every request pays an ES256 signature verification"
+    fi
+    echo "JWT scenario: every request, public routes included, sends \`Authorization: Bearer\` with one ES256 token"
+    echo "(P-256 key and JWKS minted per run by \`bench/mint_token.py\`; iss, aud, sub, exp, iat, roles, scope; ${#TOKEN} bytes)."
+    echo "Portcullis-jwt: a second instance (same settings, \`worker_threads = 1\`, pinned to CPU $SUT_CPU, idle while"
+    echo "the other is measured) whose route has \`auth = [\"jwt\"]\`, \`[[auth.jwt.issuers]]\` with \`jwks_file\`, ES256 only."
+    echo "Envoy-jwt: a second Envoy with \`envoy.filters.http.jwt_authn\` before the router (provider with issuer,"
+    echo "audiences, \`local_jwks\` inline, \`forward: true\`, \`claim_to_headers\` sub/scope; rule: prefix \`/api/\`)."
+    echo "The \"public route\" rows are the plain-scenario instances, measured again with the header. $cache_txt."
+    echo "\"no token / bad signature\": status without the header / with one signature character changed."
+fi
 echo
 echo "Setup: wrk $ver_wrk, ${CONNECTIONS} connections, ${WRK_THREADS} thread(s), ${WARMUP} warm-up before each ${DURATION} run;"
 echo "rounds interleaved (order rotated each round). wrk and the upstream (nginx $ver_nginx, 1 worker, static"

