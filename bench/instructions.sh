@@ -58,6 +58,7 @@ url = "http://127.0.0.1:$UP"
 path = "/api/v1/users/{id}"
 methods = ["GET"]
 upstream = "app"
+public = true
 CONF
 "$NGINX_BIN" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/logs/error.log" &
 sleep 0.5

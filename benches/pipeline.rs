@@ -85,7 +85,10 @@ fn jwt(c: &mut Criterion) {
         "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}]});
     let keys = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
     let enc = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = serde_json::json!({"iss": "i", "aud": "a", "sub": "alice", "exp": now + 3600,
         "roles": ["user"], "scope": "documents:read"});
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
@@ -104,7 +107,9 @@ fn jwt(c: &mut Criterion) {
         cache: Arc::new(TokenCache::new(cache)),
         signature_checks: Default::default(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let uncached = verifier(0);
     c.bench_function("jwt/es256_verify_uncached", |b| {
         b.iter(|| rt.block_on(uncached.verify(black_box(&token), now)).is_ok())

@@ -402,6 +402,7 @@ struct Idp {
     port: u16,
     doc: Arc<Mutex<String>>,
     fetches: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
     ca: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -427,13 +428,15 @@ async fn idp(initial: String, max_age: u64) -> Idp {
     let port = listener.local_addr().unwrap().port();
     let doc = Arc::new(Mutex::new(initial));
     let fetches = Arc::new(AtomicU64::new(0));
-    let (d2, f2) = (doc.clone(), fetches.clone());
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let (d2, f2, w2) = (doc.clone(), fetches.clone(), delay_ms.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            let (acceptor, doc, fetches) = (acceptor.clone(), d2.clone(), f2.clone());
+            let (acceptor, doc, fetches, delay) =
+                (acceptor.clone(), d2.clone(), f2.clone(), w2.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -441,7 +444,9 @@ async fn idp(initial: String, max_age: u64) -> Idp {
                 let svc = service_fn(move |_req| {
                     fetches.fetch_add(1, Ordering::Relaxed);
                     let body = doc.lock().unwrap().clone();
+                    let wait = Duration::from_millis(delay.load(Ordering::Relaxed));
                     async move {
+                        tokio::time::sleep(wait).await;
                         let mut r = http::Response::new(Full::new(Bytes::from(body)));
                         r.headers_mut().insert(
                             "cache-control",
@@ -460,6 +465,7 @@ async fn idp(initial: String, max_age: u64) -> Idp {
         port,
         doc,
         fetches,
+        delay_ms,
         ca: cert,
         _dir: dir,
     }
@@ -512,6 +518,48 @@ async fn remote_jwks_rotation_and_unknown_kid_flood() {
     // cached tokens signed by a are checked again, and refused
     *idp.doc.lock().unwrap() = jwks(&[("b", &b)]);
     tokio::time::sleep(Duration::from_millis(2200)).await;
+    // the first request after max-age is answered with the keys at hand and
+    // starts a background refresh (known kids never wait for the IdP)
     assert_eq!(call(&gw, Some(&tb)).await.status, 200);
-    assert_401(&call(&gw, Some(&ta)).await, true);
+    let mut refused = false;
+    for _ in 0..40 {
+        let r = call(&gw, Some(&ta)).await;
+        if r.status == 401 {
+            assert_401(&r, true);
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        refused,
+        "a token signed by a removed key was still accepted after the refresh"
+    );
+    assert_eq!(call(&gw, Some(&tb)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_slow_idp_does_not_stall_requests_with_known_keys() {
+    let up = Upstream::start().await;
+    let a = ec_key();
+    let idp = idp(jwks(&[("a", &a)]), 1).await;
+    let gw = gateway_with_idp(&up, &idp).await;
+    let ta = mint(&a, "a", &claims("alice"));
+    assert_eq!(call(&gw, Some(&ta)).await.status, 200);
+    // the IdP now takes 3 s to answer; the keys go stale after 1 s
+    idp.delay_ms.store(3000, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = idp.fetches.load(Ordering::Relaxed);
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(call(&gw, Some(&ta)).await.status, 200);
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "requests waited for the JWKS refresh: {:?}",
+        t.elapsed()
+    );
+    // and exactly one refresh was started for all of them
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(idp.fetches.load(Ordering::Relaxed) - before, 1);
 }

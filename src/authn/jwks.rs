@@ -114,22 +114,24 @@ impl KeySource {
 }
 
 /// A JWKS URL with its cached keys.
+///
+/// Requests whose `kid` is known never wait for the network: when the set is
+/// stale they get the current keys and one background refresh starts
+/// (stale-while-revalidate). Only an unknown `kid` (at most once per
+/// `min_refetch_interval`) or an empty set waits for a fetch.
 pub struct RemoteJwks {
     url: Uri,
     tls: Arc<rustls::ClientConfig>,
     refresh_interval: Duration,
     min_refetch: Duration,
     keys: ArcSwap<KeySet>,
-    state: tokio::sync::Mutex<FetchState>,
+    /// Milliseconds since `epoch`; 0 = never.
+    fresh_until: AtomicU64,
+    last_attempt: AtomicU64,
+    epoch: Instant,
+    fetching: Arc<tokio::sync::Mutex<Option<Bytes>>>,
     fetches: AtomicU64,
     cache: Arc<TokenCache>,
-}
-
-#[derive(Default)]
-struct FetchState {
-    last_attempt: Option<Instant>,
-    fresh_until: Option<Instant>,
-    last_body: Option<Bytes>,
 }
 
 impl std::fmt::Debug for RemoteJwks {
@@ -155,7 +157,10 @@ impl RemoteJwks {
             refresh_interval,
             min_refetch,
             keys: ArcSwap::from_pointee(KeySet::default()),
-            state: tokio::sync::Mutex::new(FetchState::default()),
+            fresh_until: AtomicU64::new(0),
+            last_attempt: AtomicU64::new(0),
+            epoch: Instant::now(),
+            fetching: Arc::new(tokio::sync::Mutex::new(None)),
             fetches: AtomicU64::new(0),
             cache,
         }
@@ -166,62 +171,96 @@ impl RemoteJwks {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// Fetches now unless a fetch happened within `min_refetch_interval`.
-    pub async fn warm(&self) {
+    /// Fetches now (at start), unless one ran within `min_refetch_interval`.
+    pub async fn warm(self: &Arc<Self>) {
         let _ = self.keys_for(None).await;
     }
 
-    async fn keys_for(&self, kid: Option<&str>) -> Arc<KeySet> {
-        let now = Instant::now();
-        let current = self.keys.load_full();
-        let known = kid.is_none_or(|k| current.find(Some(k)).is_some()) && !current.keys.is_empty();
-        {
-            // Fast path without the lock: known kid and fresh keys.
-            if known {
-                if let Ok(st) = self.state.try_lock() {
-                    if st.fresh_until.is_some_and(|t| now < t) {
-                        return current;
-                    }
-                }
-            }
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn may_refetch(&self, now: u64) -> bool {
+        let last = self.last_attempt.load(Ordering::Relaxed);
+        last == 0
+            || now.saturating_sub(last)
+                >= u64::try_from(self.min_refetch.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When the set is stale, starts one background refresh (unless one is
+    /// running or the last attempt was within `min_refetch_interval`). Costs
+    /// an atomic load when fresh; called on every verification, cache hits
+    /// included, so removed keys are noticed even when every token is cached.
+    pub fn refresh_if_stale(self: &Arc<Self>) {
+        let now = self.now_ms();
+        if now < self.fresh_until.load(Ordering::Relaxed) || !self.may_refetch(now) {
+            return;
         }
-        let mut st = self.state.lock().await;
+        if let Ok(guard) = self.fetching.clone().try_lock_owned() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut guard = guard;
+                me.fetch_locked(&mut guard).await;
+            });
+        }
+    }
+
+    async fn keys_for(self: &Arc<Self>, kid: Option<&str>) -> Arc<KeySet> {
         let current = self.keys.load_full();
-        let known = kid.is_none_or(|k| current.find(Some(k)).is_some()) && !current.keys.is_empty();
-        let stale = st.fresh_until.is_none_or(|t| now >= t);
-        let may_refetch = st
-            .last_attempt
-            .is_none_or(|t| now.duration_since(t) >= self.min_refetch);
-        if (stale || !known) && may_refetch {
-            st.last_attempt = Some(now);
-            self.fetches.fetch_add(1, Ordering::Relaxed);
-            match tokio::time::timeout(Duration::from_secs(5), fetch(&self.url, &self.tls)).await {
-                Ok(Ok((body, max_age))) => match KeySet::from_jwks(&body) {
-                    Ok(set) => {
-                        if st.last_body.as_ref() != Some(&body) {
-                            // Rotated or revoked keys: verified tokens are re-checked.
-                            self.cache.clear();
-                            st.last_body = Some(body);
-                        }
-                        self.keys.store(Arc::new(set));
-                        let ttl = max_age
-                            .unwrap_or(self.refresh_interval)
-                            .clamp(self.min_refetch, Duration::from_secs(86_400));
-                        st.fresh_until = Some(now + ttl);
-                    }
-                    Err(e) => {
-                        tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; keeping the previous keys")
-                    }
-                },
-                Ok(Err(e)) => {
-                    tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the previous keys")
-                }
-                Err(_) => {
-                    tracing::warn!(url = %self.url, "JWKS fetch timed out; keeping the previous keys")
-                }
-            }
+        let known = !current.keys.is_empty() && kid.is_none_or(|k| current.find(Some(k)).is_some());
+        let now = self.now_ms();
+        if known {
+            self.refresh_if_stale();
+            return current;
+        }
+        // Unknown kid, or no keys yet: wait for a fetch when one is allowed, or
+        // (no keys yet) for the one in flight, e.g. the warm-up at start.
+        if !current.keys.is_empty() && !self.may_refetch(now) {
+            return current;
+        }
+        let mut guard = self.fetching.lock().await;
+        let current = self.keys.load_full();
+        let known = !current.keys.is_empty() && kid.is_none_or(|k| current.find(Some(k)).is_some());
+        if !known && self.may_refetch(self.now_ms()) {
+            self.fetch_locked(&mut guard).await;
         }
         self.keys.load_full()
+    }
+
+    /// One fetch; `last_body` (held under the lock) tells whether keys changed.
+    async fn fetch_locked(&self, last_body: &mut Option<Bytes>) {
+        let started = self.now_ms();
+        self.last_attempt.store(started, Ordering::Relaxed);
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(Duration::from_secs(5), fetch(&self.url, &self.tls)).await {
+            Ok(Ok((body, max_age))) => match KeySet::from_jwks(&body) {
+                Ok(set) => {
+                    if last_body.as_ref() != Some(&body) {
+                        // Rotated or revoked keys: verified tokens are re-checked.
+                        self.cache.clear();
+                        *last_body = Some(body);
+                    }
+                    self.keys.store(Arc::new(set));
+                    let ttl = max_age
+                        .unwrap_or(self.refresh_interval)
+                        .clamp(self.min_refetch, Duration::from_secs(86_400));
+                    let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                    self.fresh_until
+                        .store(started.saturating_add(ttl), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; keeping the previous keys")
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the previous keys")
+            }
+            Err(_) => {
+                tracing::warn!(url = %self.url, "JWKS fetch timed out; keeping the previous keys")
+            }
+        }
     }
 }
 

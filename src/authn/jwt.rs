@@ -113,6 +113,16 @@ impl JwtVerifier {
             return Err(JwtError::TooLarge);
         }
         if let Some(id) = self.cache.get(token, now) {
+            // Keep the issuer's keys fresh even when every token is cached:
+            // a refresh that finds keys changed empties this cache.
+            if let Some(KeySource::Remote(r)) = self
+                .issuers
+                .iter()
+                .find(|i| i.issuer == id.issuer)
+                .map(|i| &i.keys)
+            {
+                r.refresh_if_stale();
+            }
             return Ok(id);
         }
         let mut parts = token.split('.');
