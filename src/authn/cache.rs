@@ -115,6 +115,8 @@ mod tests {
             method: AuthMethod::Jwt,
             expires: exp,
             claims: Arc::new(serde_json::Value::Null),
+            headers: crate::authn::identity::IdentityHeaders::new("s", &[], &[], None)
+                .unwrap_or_else(|_| unreachable!()),
         })
     }
 

@@ -41,6 +41,46 @@ pub struct Identity {
     pub expires: u64,
     /// All claims, for policies.
     pub claims: Arc<Value>,
+    /// The `X-Portcullis-*` values, made once per identity (a cached token
+    /// costs no formatting per request).
+    pub headers: IdentityHeaders,
+}
+
+/// Header values that describe an identity to the upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityHeaders {
+    /// `X-Portcullis-User`.
+    pub user: http::HeaderValue,
+    /// `X-Portcullis-Roles` (comma-separated).
+    pub roles: http::HeaderValue,
+    /// `X-Portcullis-Scopes` (space-separated).
+    pub scopes: http::HeaderValue,
+    /// `X-Portcullis-Tenant`.
+    pub tenant: Option<http::HeaderValue>,
+}
+
+impl IdentityHeaders {
+    /// Values for these fields; an error when one cannot be a header value
+    /// (control characters), or a role contains the `,` separator.
+    pub fn new(
+        subject: &str,
+        roles: &[String],
+        scopes: &[String],
+        tenant: Option<&str>,
+    ) -> Result<Self, &'static str> {
+        let v = |s: &str| {
+            http::HeaderValue::from_str(s).map_err(|_| "identity value not allowed in a header")
+        };
+        if roles.iter().any(|r| r.contains(',')) {
+            return Err("role names must not contain ','");
+        }
+        Ok(Self {
+            user: v(subject)?,
+            roles: v(&roles.join(","))?,
+            scopes: v(&scopes.join(" "))?,
+            tenant: tenant.map(v).transpose()?,
+        })
+    }
 }
 
 /// Compiled claim paths (`a.b.c` split once at load).
@@ -88,7 +128,9 @@ impl ClaimMap {
             },
             None => None,
         };
+        let headers = IdentityHeaders::new(&subject, &roles, &scopes, tenant.as_deref())?;
         Ok(Identity {
+            headers,
             subject,
             roles,
             scopes,
@@ -161,5 +203,18 @@ mod tests {
                 .is_err()
         );
         assert!(m.identity(json!({"sub": "a"}), "i", 1).is_ok());
+        // nothing that could split or forge an upstream header
+        assert!(
+            m.identity(json!({"sub": "a\r\nX-Portcullis-User: root"}), "i", 1)
+                .is_err()
+        );
+        assert!(
+            m.identity(json!({"sub": "a", "roles": ["user,admin"]}), "i", 1)
+                .is_err()
+        );
+        assert!(
+            m.identity(json!({"sub": "a", "tenant": "t\n"}), "i", 1)
+                .is_err()
+        );
     }
 }

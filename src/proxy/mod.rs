@@ -121,7 +121,7 @@ impl Upstream {
         }
         h.insert(HeaderName::from_static("x-request-id"), ctx.id.clone());
         if let Some(id) = &ctx.identity {
-            set_identity(h, id)?;
+            set_identity(h, id);
         }
 
         let body = if body_is_empty(&parts, &body) {
@@ -143,31 +143,26 @@ impl Upstream {
 }
 
 /// `X-Portcullis-*`: who the gateway says is calling. Client-sent headers
-/// of these names were removed at stage 2.
-fn set_identity(h: &mut http::HeaderMap, id: &crate::authn::Identity) -> Result<(), Rejection> {
-    let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|_| Rejection::Unauthenticated { invalid: true })
-    };
-    h.insert(
-        HeaderName::from_static("x-portcullis-user"),
-        value(&id.subject)?,
-    );
+/// of these names were removed at stage 2; the values were made when the
+/// identity was established.
+fn set_identity(h: &mut http::HeaderMap, id: &crate::authn::Identity) {
+    let v = &id.headers;
+    h.insert(HeaderName::from_static("x-portcullis-user"), v.user.clone());
     h.insert(
         HeaderName::from_static("x-portcullis-auth"),
         HeaderValue::from_static(id.method.as_str()),
     );
     h.insert(
         HeaderName::from_static("x-portcullis-roles"),
-        value(&id.roles.join(","))?,
+        v.roles.clone(),
     );
     h.insert(
         HeaderName::from_static("x-portcullis-scopes"),
-        value(&id.scopes.join(" "))?,
+        v.scopes.clone(),
     );
-    if let Some(t) = &id.tenant {
-        h.insert(HeaderName::from_static("x-portcullis-tenant"), value(t)?);
+    if let Some(t) = &v.tenant {
+        h.insert(HeaderName::from_static("x-portcullis-tenant"), t.clone());
     }
-    Ok(())
 }
 
 fn body_is_empty(parts: &request::Parts, body: &Incoming) -> bool {
