@@ -154,6 +154,8 @@ pub struct AccessRecord {
     pub user_agent: Option<HeaderValue>,
     /// Authenticated subject (from the authentication stage).
     pub user: Option<String>,
+    /// API key id, when the caller used one (never the key).
+    pub key_id: Option<String>,
     /// HTTP version of the client connection.
     pub version: Version,
     /// Problem type slug when the gateway refused the request.
@@ -177,6 +179,8 @@ struct Line<'a> {
     upstream: Option<&'a str>,
     user_agent: Option<&'a str>,
     user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
     http: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     rejection: Option<&'static str>,
@@ -206,6 +210,7 @@ impl AccessRecord {
             upstream: self.upstream.as_deref(),
             user_agent: ua,
             user: self.user.as_deref(),
+            key_id: self.key_id.as_deref(),
             http: match self.version {
                 Version::HTTP_10 => "1.0",
                 Version::HTTP_2 => "2",

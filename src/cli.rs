@@ -31,6 +31,11 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Manage API keys (in the store the config names).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run a sample API behind the gateway, with a commented example config.
     Demo {
         /// Where to write the config, certificate and key.
@@ -48,6 +53,121 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once and never stored.
+    Create {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Owner (becomes the identity's subject).
+        #[arg(long)]
+        owner: String,
+        /// A label.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Scopes, comma-separated.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Lifetime (e.g. "30d"); default `auth.api_keys.default_expiry`.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys (never the keys themselves) as JSON.
+    List {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Issue a replacement; the old key works for the overlap, then dies.
+    Rotate {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Key id.
+        id: String,
+        /// How long the old key keeps working (e.g. "1h"); default
+        /// `auth.api_keys.rotation_overlap`.
+        #[arg(long)]
+        overlap: Option<String>,
+    },
+    /// Revoke a key: the next request with it is refused.
+    Revoke {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Key id.
+        id: String,
+    },
+}
+
+fn keys(cmd: KeysCommand) -> Result<String, String> {
+    let config = match &cmd {
+        KeysCommand::Create { config, .. }
+        | KeysCommand::List { config }
+        | KeysCommand::Rotate { config, .. }
+        | KeysCommand::Revoke { config, .. } => config,
+    };
+    let plan = config::load(config).map_err(|e| e.to_string())?;
+    let (Some(k), Some(path)) = (&plan.authn.api_keys, &plan.store_path) else {
+        return Err("this config has no [auth.api_keys]".into());
+    };
+    let store = crate::store::Store::open(path)?;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    let secs = |s: &str| {
+        config::units::parse_duration(s).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    };
+    let json = |v: &dyn erased::Json| v.to_json();
+    match cmd {
+        KeysCommand::Create {
+            owner,
+            name,
+            scopes,
+            expires,
+            ..
+        } => {
+            let scopes = scopes
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            let expires = expires.as_deref().map(secs).transpose()?;
+            let new = k.create(&store, &owner, &name, scopes, expires, now)?;
+            Ok(json(&new))
+        }
+        KeysCommand::List { .. } => Ok(json(&store.key_list()?)),
+        KeysCommand::Rotate { id, overlap, .. } => {
+            let overlap = overlap.as_deref().map(secs).transpose()?;
+            Ok(json(&k.rotate(&store, &id, overlap, now)?))
+        }
+        KeysCommand::Revoke { id, .. } => {
+            if store.key_revoke(&id, now)? {
+                Ok(format!("revoked {id}"))
+            } else {
+                Err(format!("no active key {id}"))
+            }
+        }
+    }
+}
+
+mod erased {
+    /// Pretty JSON of anything serializable, behind one object-safe trait.
+    pub(super) trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string_pretty(self).unwrap_or_default()
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,6 +175,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config } => serve(&config),
+        Command::Keys { command } => match keys(command) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Demo {
             dir,
             https_port,

@@ -29,6 +29,16 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 /// names is removed, and the gateway sets its own values when forwarding.
 fn is_gateway_owned(n: &HeaderName) -> bool {
     let s = n.as_str();
+    if s.contains('_') {
+        // `X_Portcullis_User` becomes HTTP_X_PORTCULLIS_USER in CGI-style
+        // upstreams, just like `X-Portcullis-User`: judge the dashed form.
+        let dashed = s.replace('_', "-");
+        return is_gateway_owned_name(&dashed);
+    }
+    is_gateway_owned_name(s)
+}
+
+fn is_gateway_owned_name(s: &str) -> bool {
     s.starts_with("x-forwarded-")
         || s.starts_with("x-portcullis-")
         || matches!(s, "forwarded" | "x-real-ip" | "x-request-id")

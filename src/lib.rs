@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod reject;
 pub mod route;
 pub mod server;
+pub mod store;
 
 /// Installs aws-lc-rs as the process-wide rustls provider (idempotent). The
 /// gateway passes its provider explicitly too; this covers clients (tests,

@@ -131,9 +131,15 @@ async fn run(
     // 4. (pre-auth rate limit: rate-limiting issue)
     // 5. Authentication: every route is public or names its methods.
     if let crate::authn::RouteAuth::Required(methods) = &route.auth {
+        let presented = crate::authn::Presented {
+            query: parts.uri.query(),
+            api_key_query: route.api_key_query.as_deref(),
+            store: plan.store.as_deref(),
+            request_id: ctx.id_str(),
+        };
         let id = plan
             .authn
-            .authenticate(methods, &parts.headers, ctx.id_str())
+            .authenticate(methods, &parts.headers, presented)
             .await?;
         ctx.identity = Some(id);
     }
@@ -306,6 +312,7 @@ fn attach_log(
         upstream,
         user_agent,
         user: ctx.identity.as_ref().map(|i| i.subject.clone()),
+        key_id: ctx.identity.as_ref().and_then(|i| i.key_id.clone()),
         version: ctx.version,
         rejection: ctx.rejection,
         path: ctx.path,

@@ -26,6 +26,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Who may call it.
     pub auth: crate::authn::RouteAuth,
+    /// Query parameter that may carry an API key (off unless configured).
+    pub api_key_query: Option<String>,
 }
 
 #[derive(Debug)]

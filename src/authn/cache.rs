@@ -23,6 +23,9 @@ struct Entry {
 
 /// A bounded map from token to identity.
 pub struct TokenCache {
+    /// Bumped by every `clear`: a verification that started before a clear
+    /// (with the old keys) must not insert after it.
+    generation: std::sync::atomic::AtomicU64,
     hasher: RandomState,
     shards: Vec<Mutex<HashMap<u64, Entry>>>,
     per_shard: usize,
@@ -40,6 +43,7 @@ impl TokenCache {
     /// A cache holding about `capacity` tokens (0 disables caching).
     pub fn new(capacity: usize) -> Self {
         Self {
+            generation: std::sync::atomic::AtomicU64::new(0),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_shard: capacity.div_ceil(SHARDS),
@@ -67,14 +71,24 @@ impl TokenCache {
         }
     }
 
-    /// Remembers a verified token.
-    pub fn put(&self, token: &str, identity: Arc<Identity>, now: u64) {
+    /// The current generation; read it before loading the keys a token is
+    /// verified with, and pass it to [`TokenCache::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers a verified token, unless the cache was cleared since
+    /// `generation` was read (the keys used may be gone).
+    pub fn put(&self, token: &str, identity: Arc<Identity>, now: u64, generation: u64) {
         if self.per_shard == 0 {
             return;
         }
         let h = self.hasher.hash_one(token);
         let Some(shard) = self.shard(h) else { return };
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != generation {
+            return;
+        }
         if map.len() >= self.per_shard && !map.contains_key(&h) {
             map.retain(|_, e| e.identity.expires > now);
             if map.len() >= self.per_shard {
@@ -94,6 +108,8 @@ impl TokenCache {
 
     /// Forgets everything (keys changed).
     pub fn clear(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for s in &self.shards {
             s.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
@@ -115,20 +131,21 @@ mod tests {
             method: AuthMethod::Jwt,
             expires: exp,
             claims: Arc::new(serde_json::Value::Null),
-            headers: crate::authn::identity::IdentityHeaders::new("s", &[], &[], None)
+            headers: crate::authn::identity::IdentityHeaders::new("i", "s", &[], &[], None)
                 .unwrap_or_else(|_| unreachable!()),
+            key_id: None,
         })
     }
 
     #[test]
     fn hit_miss_expiry_and_bound() {
         let c = TokenCache::new(32);
-        c.put("a.b.c", id(100), 10);
+        c.put("a.b.c", id(100), 10, c.generation());
         assert!(c.get("a.b.c", 50).is_some());
         assert!(c.get("a.b.x", 50).is_none());
         assert!(c.get("a.b.c", 100).is_none(), "never past exp");
         for i in 0..1000 {
-            c.put(&format!("t{i}"), id(1000), 10);
+            c.put(&format!("t{i}"), id(1000), 10, c.generation());
         }
         let total: usize = c
             .shards
@@ -136,7 +153,11 @@ mod tests {
             .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
             .sum();
         assert!(total <= 32, "{total}");
+        let before = c.generation();
         c.clear();
         assert!(c.get("t999", 10).is_none());
+        // a verification that started before the clear does not insert after it
+        c.put("late", id(1000), 10, before);
+        assert!(c.get("late", 10).is_none());
     }
 }

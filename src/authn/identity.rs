@@ -11,6 +11,8 @@ use serde_json::Value;
 pub enum AuthMethod {
     /// A bearer JWT.
     Jwt,
+    /// An API key.
+    ApiKey,
 }
 
 impl AuthMethod {
@@ -18,6 +20,7 @@ impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Jwt => "jwt",
+            Self::ApiKey => "api_key",
         }
     }
 }
@@ -44,6 +47,8 @@ pub struct Identity {
     /// The `X-Portcullis-*` values, made once per identity (a cached token
     /// costs no formatting per request).
     pub headers: IdentityHeaders,
+    /// The API key's public id, for API-key identities (logged, never the key).
+    pub key_id: Option<String>,
 }
 
 /// Header values that describe an identity to the upstream.
@@ -57,28 +62,49 @@ pub struct IdentityHeaders {
     pub scopes: http::HeaderValue,
     /// `X-Portcullis-Tenant`.
     pub tenant: Option<http::HeaderValue>,
+    /// `X-Portcullis-Issuer`: who vouched (subjects are only unique per issuer).
+    pub issuer: http::HeaderValue,
 }
 
 impl IdentityHeaders {
-    /// Values for these fields; an error when one cannot be a header value
-    /// (control characters), or a role contains the `,` separator.
+    /// Values for these fields. Refused, so that the upstream can never read
+    /// a different identity than the one verified: characters not allowed in
+    /// a header value, non-ASCII, surrounding whitespace (trimmed by most
+    /// parsers), and list separators inside a role (`,` or whitespace) or a
+    /// scope (whitespace).
     pub fn new(
+        issuer: &str,
         subject: &str,
         roles: &[String],
         scopes: &[String],
         tenant: Option<&str>,
     ) -> Result<Self, &'static str> {
+        fn clean(s: &str) -> bool {
+            !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.trim() == s
+        }
         let v = |s: &str| {
             http::HeaderValue::from_str(s).map_err(|_| "identity value not allowed in a header")
         };
-        if roles.iter().any(|r| r.contains(',')) {
-            return Err("role names must not contain ','");
+        if !clean(subject) || !clean(issuer) || tenant.is_some_and(|t| !clean(t)) {
+            return Err(
+                "subject, issuer or tenant is empty, not printable ASCII, or padded with spaces",
+            );
+        }
+        if roles
+            .iter()
+            .any(|r| !clean(r) || r.contains(',') || r.contains(' '))
+        {
+            return Err("a role is empty or contains ',' or whitespace");
+        }
+        if scopes.iter().any(|s| !clean(s) || s.contains(' ')) {
+            return Err("a scope is empty or contains whitespace");
         }
         Ok(Self {
             user: v(subject)?,
             roles: v(&roles.join(","))?,
             scopes: v(&scopes.join(" "))?,
             tenant: tenant.map(v).transpose()?,
+            issuer: v(issuer)?,
         })
     }
 }
@@ -128,8 +154,9 @@ impl ClaimMap {
             },
             None => None,
         };
-        let headers = IdentityHeaders::new(&subject, &roles, &scopes, tenant.as_deref())?;
+        let headers = IdentityHeaders::new(issuer, &subject, &roles, &scopes, tenant.as_deref())?;
         Ok(Identity {
+            key_id: None,
             headers,
             subject,
             roles,

@@ -51,9 +51,20 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Parses a JWKS document. Keys meant for encryption (`use: enc`) and
-    /// keys of unsupported types are skipped; an empty result is an error.
+    /// Parses a JWKS document for a local file: as [`KeySet::parse`], but a
+    /// set without a usable signing key is an error.
     pub fn from_jwks(json: &[u8]) -> Result<Self, String> {
+        let set = Self::parse(json)?;
+        if set.keys.is_empty() {
+            return Err("the JWKS holds no usable signing key".into());
+        }
+        Ok(set)
+    }
+
+    /// Parses a JWKS document. Keys meant for encryption (`use: enc`, or an
+    /// `alg` that is not a signature algorithm) and keys of unsupported types
+    /// are skipped. An empty set is valid: no key, every token refused.
+    pub fn parse(json: &[u8]) -> Result<Self, String> {
         let set: JwkSet =
             serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
         let mut keys = Vec::new();
@@ -84,13 +95,16 @@ impl KeySet {
     }
 
     /// The key for a token's `kid`: the key with that id, or, when the token
-    /// has no `kid`, the only key of the set.
+    /// has no `kid`, the only key of the set. A set of one key without a
+    /// `kid` (a PEM file or a shared secret) serves tokens with any `kid`.
     pub fn find(&self, kid: Option<&str>) -> Option<&Key> {
-        match kid {
-            Some(k) => self.keys.iter().find(|x| x.kid.as_deref() == Some(k)),
-            None if self.keys.len() == 1 => self.keys.first(),
-            None => None,
+        if let [only] = self.keys.as_slice() {
+            if only.kid.is_none() || kid.is_none() {
+                return Some(only);
+            }
         }
+        let k = kid?;
+        self.keys.iter().find(|x| x.kid.as_deref() == Some(k))
     }
 }
 
@@ -176,6 +190,11 @@ impl RemoteJwks {
         let _ = self.keys_for(None).await;
     }
 
+    /// Host of the JWKS URL, for logs (never the whole URL).
+    fn host(&self) -> &str {
+        self.url.host().unwrap_or("-")
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis())
             .unwrap_or(u64::MAX)
@@ -235,17 +254,26 @@ impl RemoteJwks {
         self.last_attempt.store(started, Ordering::Relaxed);
         self.fetches.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(Duration::from_secs(5), fetch(&self.url, &self.tls)).await {
-            Ok(Ok((body, max_age))) => match KeySet::from_jwks(&body) {
+            Ok(Ok((body, max_age))) => match KeySet::parse(&body) {
                 Ok(set) => {
+                    if set.keys.is_empty() {
+                        tracing::warn!(
+                            host = self.host(),
+                            "the JWKS is empty: every token of this issuer is refused"
+                        );
+                    }
+                    // New keys first, then the clear: a verification that read
+                    // the cache generation after the clear sees the new keys.
+                    self.keys.store(Arc::new(set));
                     if last_body.as_ref() != Some(&body) {
                         // Rotated or revoked keys: verified tokens are re-checked.
                         self.cache.clear();
                         *last_body = Some(body);
                     }
-                    self.keys.store(Arc::new(set));
+                    // The IdP's max-age may shorten the refresh, never lengthen it.
                     let ttl = max_age
-                        .unwrap_or(self.refresh_interval)
-                        .clamp(self.min_refetch, Duration::from_secs(86_400));
+                        .map_or(self.refresh_interval, |m| m.min(self.refresh_interval))
+                        .max(self.min_refetch);
                     let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
                     self.fresh_until
                         .store(started.saturating_add(ttl), Ordering::Relaxed);

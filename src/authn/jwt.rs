@@ -160,6 +160,7 @@ impl JwtVerifier {
         if !issuer.algorithms.contains(&alg) {
             return Err(JwtError::Algorithm);
         }
+        let generation = self.cache.generation();
         let keys = issuer.keys.keys_for(kid).await;
         let key = keys.find(kid).ok_or(JwtError::UnknownKey)?;
         if key.key.family() != alg.family() || key.alg.is_some_and(|a| a != alg) {
@@ -179,7 +180,7 @@ impl JwtVerifier {
             .identity(claims, &issuer.issuer, expires)
             .map_err(|_| JwtError::Identity)?;
         let identity = Arc::new(identity);
-        self.cache.put(token, identity.clone(), now);
+        self.cache.put(token, identity.clone(), now, generation);
         Ok(identity)
     }
 

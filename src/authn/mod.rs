@@ -9,6 +9,7 @@
 //! upstream as `X-Portcullis-*` headers (set in `proxy/`), after every
 //! client-sent `X-Portcullis-*` header was removed at stage 2.
 
+pub mod api_keys;
 pub mod cache;
 pub mod identity;
 pub mod jwks;
@@ -46,6 +47,21 @@ pub enum RouteAuth {
 pub struct Authn {
     /// Bearer JWTs.
     pub jwt: Option<JwtVerifier>,
+    /// API keys.
+    pub api_keys: Option<api_keys::ApiKeys>,
+}
+
+/// What authentication needs from the request besides its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    /// The query string.
+    pub query: Option<&'a str>,
+    /// The route's `api_key_query` parameter name.
+    pub api_key_query: Option<&'a str>,
+    /// The store (API keys).
+    pub store: Option<&'a crate::store::Store>,
+    /// For logs.
+    pub request_id: &'a str,
 }
 
 impl Authn {
@@ -61,22 +77,49 @@ impl Authn {
             .collect()
     }
 
-    /// Establishes the caller's identity for a route that needs one.
+    /// Establishes the caller's identity for a route that needs one: the
+    /// first method whose credential is present decides.
     pub async fn authenticate(
         &self,
         methods: &[AuthMethod],
         h: &HeaderMap,
-        request_id: &str,
+        p: Presented<'_>,
     ) -> Result<Arc<Identity>, Rejection> {
+        let request_id = p.request_id;
+        let invalid = |method: &str, reason: &dyn std::fmt::Display| {
+            tracing::info!(request_id, %reason, method, "authentication failed");
+            Rejection::Unauthenticated { invalid: true }
+        };
         for m in methods {
             match m {
                 AuthMethod::Jwt => {
                     let Some(token) = bearer(h)? else { continue };
                     let Some(v) = &self.jwt else { continue };
-                    return v.verify(token, unix_now()).await.map_err(|e| {
-                        tracing::info!(request_id, reason = %e, method = "jwt", "authentication failed");
-                        Rejection::Unauthenticated { invalid: true }
-                    });
+                    return v
+                        .verify(token, unix_now())
+                        .await
+                        .map_err(|e| invalid("jwt", &e));
+                }
+                AuthMethod::ApiKey => {
+                    let Some(k) = &self.api_keys else { continue };
+                    let presented = k
+                        .presented(h, p.query, p.api_key_query)
+                        .map_err(|e| invalid("api_key", &e))?;
+                    let Some(key) = presented else { continue };
+                    let store = p.store.ok_or(Rejection::Internal)?;
+                    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                    return match k.verify(store, &key, now) {
+                        Ok(id) => {
+                            tracing::debug!(
+                                request_id,
+                                key_id = id.key_id.as_deref().unwrap_or("-"),
+                                "API key used"
+                            );
+                            Ok(id)
+                        }
+                        Err(api_keys::ApiKeyError::Store) => Err(Rejection::Internal),
+                        Err(e) => Err(invalid("api_key", &e)),
+                    };
                 }
             }
         }
@@ -121,6 +164,7 @@ pub fn route_auth(
     public: bool,
     auth: Option<&[String]>,
     have_jwt: bool,
+    have_keys: bool,
 ) -> Result<RouteAuth, String> {
     match (public, auth) {
         (true, None) => Ok(RouteAuth::Public),
@@ -139,9 +183,11 @@ pub fn route_auth(
                 let method = match m.as_str() {
                     "jwt" if have_jwt => AuthMethod::Jwt,
                     "jwt" => return Err("\"jwt\" needs [auth.jwt] with at least one issuer".into()),
+                    "api_key" if have_keys => AuthMethod::ApiKey,
+                    "api_key" => return Err("\"api_key\" needs [auth.api_keys]".into()),
                     other => {
                         return Err(format!(
-                            "unknown authentication method {other:?} (known: \"jwt\")"
+                            "unknown authentication method {other:?} (known: \"jwt\", \"api_key\")"
                         ));
                     }
                 };
@@ -155,9 +201,18 @@ pub fn route_auth(
     }
 }
 
-/// Compiles `[auth]`; errors are `(toml path, message)`.
-pub fn compile(a: &file::Auth, base: &Path) -> (Authn, Vec<(String, String)>) {
+/// Compiles `[auth]`; errors are `(toml path, message)`; warnings are text.
+pub fn compile(
+    a: &file::Auth,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> (Authn, Vec<(String, String)>) {
     let mut errors = Vec::new();
+    let api_keys = a.api_keys.as_ref().and_then(|k| {
+        compile_api_keys(k, base, warnings)
+            .map_err(|(f, m)| errors.push((format!("auth.api_keys.{f}"), m)))
+            .ok()
+    });
     let jwt = a.jwt.as_ref().map(|j| {
         let cache = Arc::new(TokenCache::new(j.cache_entries));
         let issuers = j
@@ -183,6 +238,20 @@ pub fn compile(a: &file::Auth, base: &Path) -> (Authn, Vec<(String, String)>) {
                 "configure at least one issuer".into(),
             ));
         }
+        for (i, iss) in j.issuers.iter().enumerate() {
+            if j.issuers.iter().take(i).any(|o| o.issuer == iss.issuer) {
+                errors.push((
+                    format!("auth.jwt.issuers[{i}].issuer"),
+                    format!("issuer {:?} is configured twice", iss.issuer),
+                ));
+            }
+        }
+        if j.leeway.0 > Duration::from_secs(300) {
+            errors.push((
+                "auth.jwt.leeway".into(),
+                "at most 5m: a larger leeway keeps expired tokens alive".into(),
+            ));
+        }
         JwtVerifier {
             issuers,
             leeway: j.leeway.0.as_secs(),
@@ -191,7 +260,72 @@ pub fn compile(a: &file::Auth, base: &Path) -> (Authn, Vec<(String, String)>) {
             signature_checks: std::sync::atomic::AtomicU64::new(0),
         }
     });
-    (Authn { jwt }, errors)
+    (Authn { jwt, api_keys }, errors)
+}
+
+fn compile_api_keys(
+    k: &file::ApiKeys,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<api_keys::ApiKeys, (&'static str, String)> {
+    if k.prefix.is_empty()
+        || k.prefix.len() > 16
+        || !k
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(("prefix", "1 to 16 lower-case letters or digits".into()));
+    }
+    let header = http::HeaderName::from_bytes(k.header.to_ascii_lowercase().as_bytes())
+        .map_err(|_| ("header", format!("invalid header name {:?}", k.header)))?;
+    if header == header::AUTHORIZATION || header == header::COOKIE {
+        return Err((
+            "header",
+            "use a dedicated header (Authorization: ApiKey ... is always accepted)".into(),
+        ));
+    }
+    let secret = match &k.hash_secret_file {
+        Some(p) => {
+            let p = if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            };
+            let bytes = std::fs::read(&p).map_err(|e| {
+                (
+                    "hash_secret_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            let s = bytes.trim_ascii().to_vec();
+            if s.len() < 32 {
+                return Err((
+                    "hash_secret_file",
+                    "the secret must be at least 32 bytes".into(),
+                ));
+            }
+            Some(s)
+        }
+        None => {
+            warnings.push("auth.api_keys has no hash_secret_file: keys are stored as plain SHA-256 hashes (HMAC with a server secret is stronger)".into());
+            None
+        }
+    };
+    let expiry = i64::try_from(k.default_expiry.0.as_secs()).unwrap_or(i64::MAX);
+    if expiry == 0 {
+        warnings.push(
+            "auth.api_keys.default_expiry is 0: new keys never expire unless given an expiry"
+                .into(),
+        );
+    }
+    Ok(api_keys::ApiKeys::new(
+        k.prefix.clone(),
+        header,
+        (expiry > 0).then_some(expiry),
+        i64::try_from(k.rotation_overlap.0.as_secs()).unwrap_or(i64::MAX),
+        secret.as_deref(),
+    ))
 }
 
 fn compile_issuer(
@@ -263,6 +397,12 @@ fn compile_issuer(
         let tls =
             client_tls(c.ca_file.as_deref().map(resolve).as_deref()).map_err(|m| ("ca_file", m))?;
         let min = c.min_refetch_interval.0.max(Duration::from_secs(1));
+        if min > Duration::from_secs(3600) || min > c.refresh_interval.0 {
+            return Err((
+                "min_refetch_interval",
+                "at most 1h and at most refresh_interval".into(),
+            ));
+        }
         KeySource::Remote(Arc::new(RemoteJwks::new(
             uri,
             tls,

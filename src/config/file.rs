@@ -38,6 +38,9 @@ pub struct File {
     /// Authentication methods routes can require.
     #[serde(default)]
     pub auth: Auth,
+    /// Persistent state (API keys; later users, sessions).
+    #[serde(default)]
+    pub store: Store,
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -360,8 +363,11 @@ pub struct Route {
     pub public: bool,
     /// Authentication methods accepted, tried in order; the first credential
     /// present decides (a present but invalid credential is refused, never
-    /// passed on to the next method). Methods: `"jwt"`.
+    /// passed on to the next method). Methods: `"jwt"`, `"api_key"`.
     pub auth: Option<Vec<String>>,
+    /// Also accept the API key in this query parameter (off by default: keys
+    /// in URLs end up in logs and browser history).
+    pub api_key_query: Option<String>,
 }
 
 /// `[auth]`
@@ -370,6 +376,59 @@ pub struct Route {
 pub struct Auth {
     /// Bearer JWTs from trusted issuers.
     pub jwt: Option<Jwt>,
+    /// API keys issued by Portcullis.
+    pub api_keys: Option<ApiKeys>,
+}
+
+/// `[auth.api_keys]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeys {
+    /// Readable key prefix (`pk` gives `pk_<id>_<secret>`).
+    #[serde(default = "default_key_prefix")]
+    pub prefix: String,
+    /// Request header that carries the key (also accepted:
+    /// `Authorization: ApiKey <key>`).
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    /// File with the server-side secret for HMAC-SHA-256 key hashes (at least
+    /// 32 bytes). Without it keys are hashed with plain SHA-256 (`check` warns).
+    pub hash_secret_file: Option<PathBuf>,
+    /// Lifetime of a new key unless given at creation; `"0s"` for none (`check` warns).
+    #[serde(default = "default_key_expiry")]
+    pub default_expiry: HumanDuration,
+    /// How long a rotated key keeps working beside its replacement.
+    #[serde(default = "default_rotation_overlap")]
+    pub rotation_overlap: HumanDuration,
+}
+
+/// `[store]`: where persistent state lives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// SQLite database file (created and migrated on start).
+    pub sqlite: PathBuf,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            sqlite: PathBuf::from("portcullis.db"),
+        }
+    }
+}
+
+fn default_key_prefix() -> String {
+    "pk".into()
+}
+fn default_key_header() -> String {
+    "x-api-key".into()
+}
+fn default_key_expiry() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(90 * 86_400))
+}
+fn default_rotation_overlap() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(86_400))
 }
 
 /// `[auth.jwt]`

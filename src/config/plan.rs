@@ -67,6 +67,10 @@ pub struct Plan {
     pub router: Router,
     /// Authentication methods.
     pub authn: crate::authn::Authn,
+    /// SQLite file, when something needs the store.
+    pub store_path: Option<std::path::PathBuf>,
+    /// The open store, attached when the plan is installed.
+    pub store: Option<Arc<crate::store::Store>>,
     /// Unsafe or dubious settings (`portcullis check` prints them).
     pub warnings: Vec<String>,
 }
@@ -297,11 +301,13 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         .and_then(|n| cors_index(n, "cors.default".into(), &mut e));
 
     // --- auth
-    let (authn, auth_errors) = crate::authn::compile(&f.auth, base);
+    let (authn, auth_errors) = crate::authn::compile(&f.auth, base, &mut warnings);
     for (path, m) in auth_errors {
         e.push(path, m);
     }
     let have_jwt = authn.jwt.is_some();
+    let have_keys = authn.api_keys.is_some();
+    let store_path = have_keys.then(|| resolve(base, &f.store.sqlite));
 
     // --- routes
     let mut routes = Vec::new();
@@ -350,12 +356,12 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             cors,
             max_body: r.max_body.map_or(limits.max_body, |b| b.0),
             timeout: r.timeout.map(|t| t.0),
-            auth: crate::authn::route_auth(r.public, r.auth.as_deref(), have_jwt).unwrap_or_else(
-                |m| {
+            api_key_query: r.api_key_query.clone(),
+            auth: crate::authn::route_auth(r.public, r.auth.as_deref(), have_jwt, have_keys)
+                .unwrap_or_else(|m| {
                     e.push(p("auth"), m);
                     crate::authn::RouteAuth::Public
-                },
-            ),
+                }),
         });
     }
     if f.routes.is_empty() {
@@ -400,6 +406,8 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         routes,
         router,
         authn,
+        store_path,
+        store: None,
         warnings,
     })
 }

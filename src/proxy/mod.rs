@@ -160,6 +160,10 @@ fn set_identity(h: &mut http::HeaderMap, id: &crate::authn::Identity) {
         HeaderName::from_static("x-portcullis-scopes"),
         v.scopes.clone(),
     );
+    h.insert(
+        HeaderName::from_static("x-portcullis-issuer"),
+        v.issuer.clone(),
+    );
     if let Some(t) = &v.tenant {
         h.insert(HeaderName::from_static("x-portcullis-tenant"), t.clone());
     }

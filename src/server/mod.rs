@@ -127,8 +127,11 @@ impl Server {
                 )));
             }
         }
+        // API key `last_used` times are written in batches.
+        let flusher = tokio::spawn(flush_key_uses(self.shared.clone()));
         let mut rx = self.shared.shutdown.subscribe();
         let _ = rx.wait_for(|stop| *stop).await;
+        flusher.abort();
         for l in loops {
             let _ = l.await; // the accept loops end on the same signal
         }
@@ -145,7 +148,11 @@ impl Server {
                 "shutdown grace period over; closing remaining connections"
             );
         }
-        if let Some(sink) = &self.shared.plan.load().log_sink {
+        let plan = self.shared.plan.load_full();
+        if let (Some(k), Some(s)) = (&plan.authn.api_keys, &plan.store) {
+            k.flush_uses(s);
+        }
+        if let Some(sink) = &plan.log_sink {
             sink.flush();
         }
         Ok(())
@@ -172,6 +179,22 @@ impl Handle {
     /// Shared state (for the file watcher).
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+}
+
+async fn flush_key_uses(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let plan = shared.plan.load_full();
+        if plan.authn.api_keys.is_some() && plan.store.is_some() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let (Some(k), Some(s)) = (&plan.authn.api_keys, &plan.store) {
+                    k.flush_uses(s);
+                }
+            })
+            .await;
+        }
     }
 }
 

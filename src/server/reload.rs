@@ -25,6 +25,14 @@ pub(crate) fn prepare(
         (Some(t), _) => Some(LogSink::open(t.clone())?),
         (None, _) => None,
     };
+    // The store: the old plan's when the file is the same, else opened now.
+    plan.store = match (&plan.store_path, old.and_then(|o| o.store.as_ref())) {
+        (Some(p), Some(s)) if s.path() == p.as_path() => Some(s.clone()),
+        (Some(p), _) => Some(Arc::new(
+            crate::store::Store::open(p).map_err(std::io::Error::other)?,
+        )),
+        (None, _) => None,
+    };
     // Fetch remote JWKS now rather than on the first request.
     if tokio::runtime::Handle::try_current().is_ok() {
         for r in plan.authn.remote_jwks() {
@@ -72,7 +80,7 @@ async fn reload_locked(shared: &Shared) -> Result<(), ConfigErrors> {
     let old = shared.plan.load_full();
     check_restart_only(&plan, &old)?;
     let plan = prepare(plan, Some(&old), shared.https_addr)
-        .map_err(|e| one(format!("cannot open the access log: {e}")))?;
+        .map_err(|e| one(format!("cannot open the access log or the store: {e}")))?;
     for w in &plan.warnings {
         tracing::warn!(warning = %w, "unsafe or unusual setting");
     }
