@@ -516,6 +516,8 @@ async fn remote_jwks_rotation_and_unknown_kid_flood() {
     );
     // the IdP drops key a; after max-age (2 s) the set is refreshed and
     // cached tokens signed by a are checked again, and refused
+    // ta is verified (and cached) right before the IdP drops key a
+    assert_eq!(call(&gw, Some(&ta)).await.status, 200);
     *idp.doc.lock().unwrap() = jwks(&[("b", &b)]);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     // the first request after max-age is answered with the keys at hand and
@@ -551,8 +553,10 @@ async fn a_slow_idp_does_not_stall_requests_with_known_keys() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let before = idp.fetches.load(Ordering::Relaxed);
     let t = std::time::Instant::now();
-    for _ in 0..20 {
-        assert_eq!(call(&gw, Some(&ta)).await.status, 200);
+    for i in 0..20 {
+        // a fresh token each time: no cache hit, the keys are consulted
+        let fresh = mint(&a, "a", &claims(&format!("user{i}")));
+        assert_eq!(call(&gw, Some(&fresh)).await.status, 200);
     }
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -562,4 +566,94 @@ async fn a_slow_idp_does_not_stall_requests_with_known_keys() {
     // and exactly one refresh was started for all of them
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(idp.fetches.load(Ordering::Relaxed) - before, 1);
+}
+
+#[tokio::test]
+async fn review_fixes_hold() {
+    let up = Upstream::start().await;
+    let k = ec_key();
+    let (gw, _keys) = gateway_with_file(&up, &jwks(&[("k1", &k)])).await;
+    // underscore spellings of gateway-owned headers never reach the upstream
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "X_Portcullis_User: root\r\nX_Forwarded_For: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = up.last();
+    for h in ["x_portcullis_user", "x_forwarded_for", "x_real_ip"] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the upstream");
+    }
+    // the issuer is named, so subjects of different issuers cannot collide
+    let t = mint(&k, "k1", &claims("alice"));
+    assert_eq!(call(&gw, Some(&t)).await.status, 200);
+    assert_eq!(up.last().headers["x-portcullis-issuer"], ISS);
+    // identities whose values would read differently upstream are refused
+    for bad in [
+        json!({"roles": ["user,admin"]}),
+        json!({"roles": ["user admin"]}),
+        json!({"scope": ["read admin"]}),
+        json!({"sub": "admin "}),
+        json!({"sub": "ädmin"}),
+    ] {
+        let mut c = claims("alice");
+        for (key, v) in bad.as_object().unwrap() {
+            c[key] = v.clone();
+        }
+        assert_401(&call(&gw, Some(&mint(&k, "k1", &c))).await, true);
+    }
+    // within the leeway an expired token still passes; beyond it, not
+    let mut c = claims("alice");
+    c["exp"] = json!(now() - 10);
+    assert_eq!(call(&gw, Some(&mint(&k, "k1", &c))).await.status, 200);
+    c["exp"] = json!(now() - 40);
+    assert_401(&call(&gw, Some(&mint(&k, "k1", &c))).await, true);
+}
+
+#[tokio::test]
+async fn key_family_must_match_the_algorithm_and_pem_keys_take_any_kid() {
+    let up = Upstream::start().await;
+    let k = ec_key();
+    let keys = tempfile::tempdir().unwrap();
+    let pem = keys.path().join("pub.pem");
+    std::fs::write(&pem, &k.pem_public).unwrap();
+    let source = format!("pem_file = {:?}", pem.display().to_string());
+    let cfg = format!(
+        "{}{}{}{}",
+        base_config("", "behind_tls_proxy"),
+        ROUTES,
+        ROUTE,
+        issuer_cfg(&source).replace(
+            "algorithms = [\"ES256\"]",
+            "algorithms = [\"RS256\", \"ES256\"]"
+        )
+    );
+    let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
+    // a PEM key serves tokens with whatever kid the IdP puts in
+    assert_eq!(
+        call(&gw, Some(&mint(&k, "any-kid", &claims("alice"))))
+            .await
+            .status,
+        200
+    );
+    // RS256 is allowed for this issuer, but the key is EC: refused before
+    // any signature work (no algorithm confusion)
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256"}).to_string());
+    let body = URL_SAFE_NO_PAD.encode(claims("alice").to_string());
+    let forged = format!("{header}.{body}.{}", URL_SAFE_NO_PAD.encode([7u8; 256]));
+    assert_401(&call(&gw, Some(&forged)).await, true);
+    let checks = gw
+        .handle
+        .plan()
+        .authn
+        .jwt
+        .as_ref()
+        .unwrap()
+        .signature_checks
+        .load(Ordering::Relaxed);
+    assert_eq!(
+        checks, 1,
+        "the mismatched token reached the signature check"
+    );
 }

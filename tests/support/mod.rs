@@ -243,9 +243,21 @@ impl Gateway {
 
     /// Starts from a whole config (`{upstream}` is replaced).
     pub async fn start_raw(up: &Upstream, cfg: &str) -> Result<Self, String> {
+        Self::start_raw_with(up, cfg, &[]).await
+    }
+
+    /// As `start_raw`, with extra files written next to the config first.
+    pub async fn start_raw_with(
+        up: &Upstream,
+        cfg: &str,
+        files: &[(&str, &str)],
+    ) -> Result<Self, String> {
         portcullis::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         portcullis::demo::ensure_cert(dir.path()).unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let config = dir.path().join("portcullis.toml");
         std::fs::write(&config, cfg.replace("{upstream}", &up.addr.to_string())).unwrap();
         let plan = portcullis::config::load(&config).map_err(|e| e.to_string())?;
