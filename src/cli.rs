@@ -36,6 +36,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print a new admin API token and the SHA-256 for `[admin] token_sha256`.
+    AdminToken,
     /// Run a sample API behind the gateway, with a commented example config.
     Demo {
         /// Where to write the config, certificate and key.
@@ -175,6 +177,14 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config } => serve(&config),
+        Command::AdminToken => match crate::admin::new_token() {
+            Ok((token, hash)) => {
+                println!("token (give to operators, store nowhere else): {token}");
+                println!("[admin] token_sha256 = \"{hash}\"");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Keys { command } => match keys(command) {
             Ok(out) => {
                 println!("{out}");

@@ -41,6 +41,8 @@ pub struct File {
     /// Persistent state (API keys; later users, sessions).
     #[serde(default)]
     pub store: Store,
+    /// The admin API (its own listener).
+    pub admin: Option<Admin>,
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -400,6 +402,22 @@ pub struct ApiKeys {
     /// How long a rotated key keeps working beside its replacement.
     #[serde(default = "default_rotation_overlap")]
     pub rotation_overlap: HumanDuration,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin listener (plain HTTP: keep it on loopback or a
+    /// private interface; `check` warns otherwise).
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Hex SHA-256 of the admin bearer token (`portcullis admin-token` makes a pair).
+    pub token_sha256: String,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
 }
 
 /// `[store]`: where persistent state lives.

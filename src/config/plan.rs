@@ -71,6 +71,8 @@ pub struct Plan {
     pub store_path: Option<std::path::PathBuf>,
     /// The open store, attached when the plan is installed.
     pub store: Option<Arc<crate::store::Store>>,
+    /// The admin API.
+    pub admin: Option<crate::admin::AdminPlan>,
     /// Unsafe or dubious settings (`portcullis check` prints them).
     pub warnings: Vec<String>,
 }
@@ -309,6 +311,19 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     let have_keys = authn.api_keys.is_some();
     let store_path = have_keys.then(|| resolve(base, &f.store.sqlite));
 
+    // --- admin
+    let admin = f.admin.as_ref().and_then(|a| {
+        let addr = parse_addr(&a.listen).map_err(|m| e.push("admin.listen", m)).ok()?;
+        if !addr.ip().is_loopback() {
+            warnings.push("admin.listen is not a loopback address: the admin API speaks plain HTTP; keep it on a private interface".into());
+        }
+        let token_sha256 = crate::admin::parse_sha256(&a.token_sha256)
+            .ok_or(())
+            .map_err(|()| e.push("admin.token_sha256", "64 hex digits (portcullis admin-token makes one)"))
+            .ok()?;
+        Some(crate::admin::AdminPlan { addr, token_sha256 })
+    });
+
     // --- routes
     let mut routes = Vec::new();
     let mut entries = Vec::new();
@@ -408,6 +423,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         authn,
         store_path,
         store: None,
+        admin,
         warnings,
     })
 }

@@ -31,6 +31,8 @@ pub struct Shared {
     pub https_addr: Option<SocketAddr>,
     /// Bound HTTP address.
     pub http_addr: Option<SocketAddr>,
+    /// Bound admin API address.
+    pub admin_addr: Option<SocketAddr>,
     /// Fingerprint of the config text last loaded (or tried).
     loaded: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -50,6 +52,7 @@ pub struct Server {
     shared: Arc<Shared>,
     https: Option<TcpListener>,
     http: Option<TcpListener>,
+    admin: Option<TcpListener>,
     max_connections: usize,
 }
 
@@ -70,6 +73,10 @@ impl Server {
             Some(l) => Some(TcpListener::bind(l.addr).await?),
             None => None,
         };
+        let admin = match &plan.admin {
+            Some(a) => Some(TcpListener::bind(a.addr).await?),
+            None => None,
+        };
         let https_addr = https.as_ref().map(TcpListener::local_addr).transpose()?;
         let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
         let max_connections = plan.max_connections;
@@ -84,6 +91,7 @@ impl Server {
             config_path,
             https_addr,
             http_addr,
+            admin_addr: admin.as_ref().map(TcpListener::local_addr).transpose()?,
             loaded: AtomicU64::new(loaded),
             shutdown,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -92,6 +100,7 @@ impl Server {
             shared,
             https,
             http,
+            admin,
             max_connections,
         })
     }
@@ -104,6 +113,11 @@ impl Server {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.shared.http_addr
+    }
+
+    /// The bound admin API address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.admin_addr
     }
 
     /// A handle for reload and shutdown.
@@ -127,11 +141,17 @@ impl Server {
                 )));
             }
         }
+        let admin = self
+            .admin
+            .map(|l| tokio::spawn(crate::admin::serve(l, self.shared.clone())));
         // API key `last_used` times are written in batches.
         let flusher = tokio::spawn(flush_key_uses(self.shared.clone()));
         let mut rx = self.shared.shutdown.subscribe();
         let _ = rx.wait_for(|stop| *stop).await;
         flusher.abort();
+        if let Some(a) = admin {
+            a.abort();
+        }
         for l in loops {
             let _ = l.await; // the accept loops end on the same signal
         }

@@ -109,6 +109,12 @@ fn check_restart_only(new: &Plan, old: &Plan) -> Result<(), ConfigErrors> {
             message: "adding, removing or moving a listener needs a restart".into(),
         }]));
     }
+    if new.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {
+        return Err(ConfigErrors(vec![ConfigError {
+            path: "admin.listen".into(),
+            message: "adding, removing or moving a listener needs a restart".into(),
+        }]));
+    }
     for (changed, field) in [
         (
             new.max_connections != old.max_connections,

@@ -153,6 +153,7 @@ async fn upstream_handle(
 pub struct Gateway {
     pub https: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     pub handle: Handle,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -264,12 +265,13 @@ impl Gateway {
         let server = Server::bind(plan, Some(config.clone()))
             .await
             .map_err(|e| e.to_string())?;
-        let (https, http) = (server.https_addr(), server.http_addr());
+        let (https, http, admin) = (server.https_addr(), server.http_addr(), server.admin_addr());
         let handle = server.handle();
         tokio::spawn(server.run());
         Ok(Self {
             https,
             http,
+            admin,
             handle,
             dir,
             config,

@@ -1,0 +1,175 @@
+//! The admin API: its own listener, token-protected, managing API keys and
+//! reloads; never reachable through the public listener.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn sha256_hex(s: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn start(up: &Upstream) -> Gateway {
+    let cfg = format!(
+        "{}{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{}\"\n\n[auth.api_keys]\nhash_secret_file = \"s\"\n\n[[routes]]\npath = \"/reports\"\nmethods = [\"GET\"]\nupstream = \"app\"\nauth = [\"api_key\"]\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES,
+        sha256_hex(TOKEN)
+    );
+    Gateway::start_raw_with(
+        up,
+        &cfg,
+        &[("s", "a-server-side-secret-of-32-bytes-or-more")],
+    )
+    .await
+    .unwrap()
+}
+
+async fn admin(gw: &Gateway, method: &str, path: &str, token: Option<&str>, body: &str) -> Raw {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(gw.admin.unwrap(), req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    for t in [None, Some("wrong"), Some("")] {
+        let r = admin(&gw, "GET", "/keys", t, "").await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    }
+    assert_eq!(
+        admin(&gw, "GET", "/keys", Some(TOKEN), "").await.status,
+        200
+    );
+    // not reachable through the public listener
+    let r = get(
+        gw.http(),
+        "/keys",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = get(gw.http(), "/reload", "").await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn keys_are_managed_through_the_admin_api() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let r = admin(
+        &gw,
+        "POST",
+        "/keys",
+        Some(TOKEN),
+        r#"{"owner":"partner-7","name":"sync","scopes":["reports:read"],"expires":"7d"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let key = v["key"].as_str().unwrap().to_string();
+    let id = v["record"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(gw.http(), "/reports", &format!("X-API-Key: {key}\r\n"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(up.last().headers["x-portcullis-user"], "partner-7");
+    // the list never shows keys or hashes
+    let list = admin(&gw, "GET", "/keys", Some(TOKEN), "").await;
+    let text = list.text();
+    assert!(text.contains(&id) && !text.contains(&key[key.len() - 43..]) && !text.contains("hash"));
+    // rotate: both work during the overlap
+    let r = admin(
+        &gw,
+        "POST",
+        &format!("/keys/{id}/rotate"),
+        Some(TOKEN),
+        r#"{"overlap":"1h"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let new_key = r.json()["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(gw.http(), "/reports", &format!("X-API-Key: {new_key}\r\n"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(gw.http(), "/reports", &format!("X-API-Key: {key}\r\n"))
+            .await
+            .status,
+        200
+    );
+    // revoke the old one: refused on the very next request
+    assert_eq!(
+        admin(&gw, "POST", &format!("/keys/{id}/revoke"), Some(TOKEN), "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        get(gw.http(), "/reports", &format!("X-API-Key: {key}\r\n"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        admin(&gw, "POST", &format!("/keys/{id}/revoke"), Some(TOKEN), "")
+            .await
+            .status,
+        404
+    );
+    // bad input gets a clear 400, never a 500
+    for body in [
+        r#"{"owner":""}"#,
+        "not json",
+        r#"{"owner":"x","expires":5}"#,
+    ] {
+        let r = admin(&gw, "POST", "/keys", Some(TOKEN), body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn reload_through_the_admin_api_reports_errors() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    assert_eq!(
+        admin(&gw, "POST", "/reload", Some(TOKEN), "").await.status,
+        204
+    );
+    let good = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(
+        &gw.config,
+        format!("{good}\n[[routes]]\npath = \"/x\"\nbogus = 1\n"),
+    )
+    .unwrap();
+    let r = admin(&gw, "POST", "/reload", Some(TOKEN), "").await;
+    assert_eq!(r.status, 422);
+    let v: Value = r.json();
+    assert!(
+        v["errors"][0]["path"].as_str().unwrap().contains("routes"),
+        "{v}"
+    );
+    // still serving the previous config
+    assert_eq!(get(gw.http(), "/api/v1/users/1", "").await.status, 200);
+}
