@@ -178,12 +178,11 @@ async fn handle(
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let plan = shared.plan.load_full();
-    let keys = || -> Result<(&crate::authn::api_keys::ApiKeys, &crate::store::Store), Response<Full<Bytes>>> {
-        match (&plan.authn.api_keys, &plan.store) {
-            (Some(k), Some(s)) => Ok((k, s)),
-            _ => Err(problem(StatusCode::NOT_FOUND, "API keys are not configured")),
-        }
+    let keys = || match (&plan.authn.api_keys, &plan.store) {
+        (Some(k), Some(s)) => Ok((k, s)),
+        _ => Err(()),
     };
+    let not_configured = || problem(StatusCode::NOT_FOUND, "API keys are not configured");
     let resp = match (&method, segs.as_slice()) {
         (&Method::POST, ["reload"]) => match crate::server::reload::reload(&shared).await {
             Ok(()) => reply(StatusCode::NO_CONTENT, None),
@@ -213,7 +212,7 @@ async fn handle(
                     problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
                 }
             },
-            Err(r) => r,
+            Err(()) => not_configured(),
         },
         (&Method::POST, ["keys"]) => match keys() {
             Ok((k, s)) => {
@@ -236,7 +235,7 @@ async fn handle(
                     },
                 }
             }
-            Err(r) => r,
+            Err(()) => not_configured(),
         },
         (&Method::POST, ["keys", id, "rotate"]) => match keys() {
             Ok((k, s)) => match secs(body.get("overlap")) {
@@ -246,7 +245,7 @@ async fn handle(
                     Err(e) => problem(StatusCode::NOT_FOUND, &e),
                 },
             },
-            Err(r) => r,
+            Err(()) => not_configured(),
         },
         (&Method::POST, ["keys", id, "revoke"]) => match keys() {
             Ok((_, s)) => match s.key_revoke(id, now()) {
@@ -257,7 +256,7 @@ async fn handle(
                     problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
                 }
             },
-            Err(r) => r,
+            Err(()) => not_configured(),
         },
         _ => problem(StatusCode::NOT_FOUND, "no such admin endpoint"),
     };
