@@ -36,6 +36,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage users (Portcullis as the identity provider). Passwords are read
+    /// from standard input (first line), never from arguments.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Print a new admin API token and the SHA-256 for `[admin] token_sha256`.
     AdminToken,
     /// Run a sample API behind the gateway, with a commented example config.
@@ -101,6 +107,142 @@ enum KeysCommand {
         /// Key id.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Roles, comma-separated.
+        #[arg(long, default_value = "")]
+        roles: String,
+        /// Attributes for policies, a JSON object.
+        #[arg(long, default_value = "{}")]
+        attributes: String,
+    },
+    /// List users as JSON (never password hashes).
+    List {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Disable a user and end their sessions.
+    Disable {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Login name.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Login name.
+        username: String,
+    },
+    /// Set a new password (from standard input) and end the user's sessions.
+    Passwd {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Login name.
+        username: String,
+    },
+}
+
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn users(cmd: UsersCommand) -> Result<String, String> {
+    let config = match &cmd {
+        UsersCommand::Add { config, .. }
+        | UsersCommand::List { config }
+        | UsersCommand::Disable { config, .. }
+        | UsersCommand::Enable { config, .. }
+        | UsersCommand::Passwd { config, .. } => config,
+    };
+    let plan = config::load(config).map_err(|e| e.to_string())?;
+    let (Some(_), Some(path)) = (&plan.authn.sessions, &plan.store_path) else {
+        return Err("this config has no [auth.sessions]".into());
+    };
+    let store = crate::store::Store::open(path)?;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    match cmd {
+        UsersCommand::Add {
+            username,
+            roles,
+            attributes,
+            ..
+        } => {
+            let roles = roles
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect();
+            let attributes: serde_json::Value = serde_json::from_str(&attributes)
+                .map_err(|e| format!("--attributes is not JSON: {e}"))?;
+            let user = crate::authn::sessions::new_user(
+                &username,
+                &read_password()?,
+                roles,
+                attributes,
+                now,
+            )?;
+            store.user_insert(&user).map_err(|e| {
+                if e.contains("UNIQUE") {
+                    format!("user {username:?} exists")
+                } else {
+                    e
+                }
+            })?;
+            Ok(serde_json::to_string_pretty(&user).unwrap_or_default())
+        }
+        UsersCommand::List { .. } => {
+            Ok(serde_json::to_string_pretty(&store.user_list()?).unwrap_or_default())
+        }
+        UsersCommand::Disable { username, .. } | UsersCommand::Enable { username, .. }
+            if store.user_by_name(&username)?.is_none() =>
+        {
+            Err(format!("no user {username:?}"))
+        }
+        UsersCommand::Disable { username, .. } => {
+            store.user_set_disabled(&username, true)?;
+            Ok(format!("disabled {username}; their sessions are ended"))
+        }
+        UsersCommand::Enable { username, .. } => {
+            store.user_set_disabled(&username, false)?;
+            Ok(format!("enabled {username}"))
+        }
+        UsersCommand::Passwd { username, .. } => {
+            let hash = crate::authn::sessions::hash_password(&read_password()?)?;
+            if store.user_set_password(&username, &hash)? {
+                Ok(format!(
+                    "password changed for {username}; their sessions are ended"
+                ))
+            } else {
+                Err(format!("no user {username:?}"))
+            }
+        }
+    }
 }
 
 fn keys(cmd: KeysCommand) -> Result<String, String> {
@@ -181,6 +323,13 @@ pub fn main() -> ExitCode {
             Ok((token, hash)) => {
                 println!("token (give to operators, store nowhere else): {token}");
                 println!("[admin] token_sha256 = \"{hash}\"");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Users { command } => match users(command) {
+            Ok(out) => {
+                println!("{out}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

@@ -108,6 +108,14 @@ async fn run(
             PathError::Invalid(why) => Rejection::BadPath(why),
         })?;
 
+    // 2d. Endpoints the gateway serves itself (login, logout): never proxied,
+    //     and checked before routing so no route can shadow them.
+    if let Some(s) = &plan.authn.sessions {
+        if ctx.path == s.login_path || ctx.path == s.logout_path {
+            return crate::authn::session_endpoint(ctx, parts, body).await;
+        }
+    }
+
     // 3. CORS preflight: answered by the gateway, before the method check
     //    (a preflight is an OPTIONS the route need not list) and before
     //    authentication (browsers send preflights without credentials).
@@ -136,6 +144,8 @@ async fn run(
             api_key_query: route.api_key_query.as_deref(),
             store: plan.store.as_deref(),
             request_id: ctx.id_str(),
+            method: &parts.method,
+            https: ctx.https,
         };
         let id = plan
             .authn

@@ -40,6 +40,15 @@ pub enum Rejection {
         /// A credential was present but is not valid.
         invalid: bool,
     },
+    /// Login failed: unknown user, wrong password or disabled user (one answer).
+    #[error("invalid username or password")]
+    LoginFailed,
+    /// A cookie-authenticated write from another origin (CSRF defence).
+    #[error("cross-site request refused")]
+    CsrfDenied,
+    /// The body's content type is not the one this endpoint takes.
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
     /// A CORS preflight for an origin, method or header the policy does not allow.
     #[error("this cross-origin request is not allowed")]
     CorsDenied,
@@ -79,7 +88,9 @@ impl Rejection {
             Self::PathTooLong => StatusCode::URI_TOO_LONG,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated { .. } | Self::LoginFailed => StatusCode::UNAUTHORIZED,
+            Self::CsrfDenied => StatusCode::FORBIDDEN,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::CorsDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -99,6 +110,9 @@ impl Rejection {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Unauthenticated { .. } => "unauthenticated",
+            Self::LoginFailed => "login-failed",
+            Self::CsrfDenied => "csrf",
+            Self::UnsupportedMediaType => "unsupported-media-type",
             Self::CorsDenied => "cors-denied",
             Self::BodyTooLarge { .. } => "body-too-large",
             Self::HeadersTooLarge => "headers-too-large",
@@ -117,7 +131,9 @@ impl Rejection {
             Self::BadRequest(_) => "Bad request",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
-            Self::Unauthenticated { .. } => "Unauthorized",
+            Self::Unauthenticated { .. } | Self::LoginFailed => "Unauthorized",
+            Self::CsrfDenied => "Forbidden",
+            Self::UnsupportedMediaType => "Unsupported media type",
             Self::CorsDenied => "Cross-origin request denied",
             Self::BodyTooLarge { .. } => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",

@@ -13,6 +13,8 @@ pub enum AuthMethod {
     Jwt,
     /// An API key.
     ApiKey,
+    /// A session cookie from Portcullis's own login.
+    Session,
 }
 
 impl AuthMethod {
@@ -21,6 +23,7 @@ impl AuthMethod {
         match self {
             Self::Jwt => "jwt",
             Self::ApiKey => "api_key",
+            Self::Session => "session",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod sessions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct Authn {
     pub jwt: Option<JwtVerifier>,
     /// API keys.
     pub api_keys: Option<api_keys::ApiKeys>,
+    /// Users, login and sessions.
+    pub sessions: Option<sessions::Sessions>,
 }
 
 /// What authentication needs from the request besides its headers.
@@ -62,6 +65,10 @@ pub struct Presented<'a> {
     pub store: Option<&'a crate::store::Store>,
     /// For logs.
     pub request_id: &'a str,
+    /// Request method (CSRF check for cookie sessions).
+    pub method: &'a http::Method,
+    /// Whether the client sees HTTPS (its own origin's scheme).
+    pub https: bool,
 }
 
 impl Authn {
@@ -100,6 +107,25 @@ impl Authn {
                         .await
                         .map_err(|e| invalid("jwt", &e));
                 }
+                AuthMethod::Session => {
+                    let Some(s) = &self.sessions else { continue };
+                    let Some(id) = s.presented(h) else { continue };
+                    let store = p.store.ok_or(Rejection::Internal)?;
+                    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                    let identity = match s.verify(store, id, now) {
+                        Ok(i) => i,
+                        Err(sessions::SessionError::Store) => return Err(Rejection::Internal),
+                        Err(e) => return Err(invalid("session", &e)),
+                    };
+                    if !s.same_origin(p.method, h, p.https) {
+                        tracing::info!(
+                            request_id,
+                            "cookie-authenticated write from another origin refused"
+                        );
+                        return Err(Rejection::CsrfDenied);
+                    }
+                    return Ok(identity);
+                }
                 AuthMethod::ApiKey => {
                     let Some(k) = &self.api_keys else { continue };
                     let presented = k
@@ -124,6 +150,122 @@ impl Authn {
             }
         }
         Err(Rejection::Unauthenticated { invalid: false })
+    }
+}
+
+/// `POST /auth/login` and `POST /auth/logout` (paths configurable).
+pub async fn session_endpoint(
+    ctx: &mut crate::context::RequestContext,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> Result<http::Response<crate::body::Body>, Rejection> {
+    use http::{Method, Response, StatusCode};
+    use http_body_util::BodyExt;
+
+    let plan = ctx.plan.clone();
+    let (Some(s), Some(store)) = (&plan.authn.sessions, plan.store.clone()) else {
+        return Err(Rejection::Internal);
+    };
+    if parts.method != Method::POST {
+        return Err(Rejection::MethodNotAllowed {
+            allow: http::HeaderValue::from_static("POST"),
+        });
+    }
+    // Browsers always send Origin on POST: a foreign one is refused. Without
+    // one the caller is not a browser (and login needs application/json,
+    // which a cross-site form cannot send without a failing preflight).
+    if parts.headers.contains_key(header::ORIGIN)
+        && !s.same_origin(&parts.method, &parts.headers, ctx.https)
+    {
+        return Err(Rejection::CsrfDenied);
+    }
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    if ctx.path == s.logout_path {
+        if let Some(id) = s.presented(&parts.headers) {
+            let (store, id, plan2) = (store.clone(), id.to_owned(), plan.clone());
+            let ended = tokio::task::spawn_blocking(move || {
+                plan2.authn.sessions.as_ref().map(|s| s.logout(&store, &id))
+            })
+            .await
+            .map_err(|_| Rejection::Internal)?;
+            tracing::info!(target: "audit", event = "logout", request_id = ctx.id_str(), ended = matches!(ended, Some(Ok(true))));
+        }
+        let mut r = Response::new(crate::body::Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r.headers_mut().insert(header::SET_COOKIE, s.clear_cookie());
+        return Ok(r);
+    }
+    // Login.
+    let json_body = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_body {
+        return Err(Rejection::UnsupportedMediaType);
+    }
+    let bytes = http_body_util::Limited::new(body, 4096)
+        .collect()
+        .await
+        .map_err(|_| Rejection::BodyTooLarge { limit: 4096 })?
+        .to_bytes();
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Credentials {
+        username: String,
+        password: String,
+    }
+    let c: Credentials = serde_json::from_slice(&bytes).map_err(|_| {
+        Rejection::BadRequest("expected {\"username\": \"...\", \"password\": \"...\"}")
+    })?;
+    let shown_name: String = c
+        .username
+        .chars()
+        .filter(|ch| !ch.is_control())
+        .take(64)
+        .collect();
+    let client_ip = ctx.client_ip;
+    let request_id = ctx.id_str().to_owned();
+    let plan2 = plan.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        plan2
+            .authn
+            .sessions
+            .as_ref()
+            .map(|s| s.login(&store, &c.username, &c.password, now))
+    })
+    .await
+    .map_err(|_| Rejection::Internal)?
+    .ok_or(Rejection::Internal)?
+    .map_err(|e| {
+        tracing::error!(request_id = %request_id, error = %e, "login failed on the store");
+        Rejection::Internal
+    })?;
+    match outcome {
+        sessions::Login::Ok { cookie, user } => {
+            tracing::info!(target: "audit", event = "login", outcome = "success", username = %shown_name,
+                           user_id = %user.id, %client_ip, request_id = %request_id);
+            let body = serde_json::json!({"user": {"id": user.id, "username": user.username, "roles": user.roles}});
+            let mut r = Response::new(crate::body::Body::full(bytes::Bytes::from(
+                body.to_string(),
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r.headers_mut().insert(header::SET_COOKIE, cookie);
+            ctx.credentials = true; // Cache-Control: no-store
+            Ok(r)
+        }
+        sessions::Login::Failed { reason } => {
+            tracing::info!(target: "audit", event = "login", outcome = "failure", reason, username = %shown_name,
+                           %client_ip, request_id = %request_id);
+            Err(Rejection::LoginFailed)
+        }
     }
 }
 
@@ -165,6 +307,7 @@ pub fn route_auth(
     auth: Option<&[String]>,
     have_jwt: bool,
     have_keys: bool,
+    have_sessions: bool,
 ) -> Result<RouteAuth, String> {
     match (public, auth) {
         (true, None) => Ok(RouteAuth::Public),
@@ -185,9 +328,11 @@ pub fn route_auth(
                     "jwt" => return Err("\"jwt\" needs [auth.jwt] with at least one issuer".into()),
                     "api_key" if have_keys => AuthMethod::ApiKey,
                     "api_key" => return Err("\"api_key\" needs [auth.api_keys]".into()),
+                    "session" if have_sessions => AuthMethod::Session,
+                    "session" => return Err("\"session\" needs [auth.sessions]".into()),
                     other => {
                         return Err(format!(
-                            "unknown authentication method {other:?} (known: \"jwt\", \"api_key\")"
+                            "unknown authentication method {other:?} (known: \"jwt\", \"api_key\", \"session\")"
                         ));
                     }
                 };
@@ -260,7 +405,67 @@ pub fn compile(
             signature_checks: std::sync::atomic::AtomicU64::new(0),
         }
     });
-    (Authn { jwt, api_keys }, errors)
+    let sessions = a.sessions.as_ref().and_then(|s| {
+        compile_sessions(s)
+            .map_err(|(f, m)| errors.push((format!("auth.sessions.{f}"), m)))
+            .ok()
+    });
+    (
+        Authn {
+            jwt,
+            api_keys,
+            sessions,
+        },
+        errors,
+    )
+}
+
+fn compile_sessions(s: &file::Sessions) -> Result<sessions::Sessions, (&'static str, String)> {
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if !s.cookie.starts_with("__Host-") || !s.cookie.bytes().all(token) {
+        return Err((
+            "cookie",
+            "the cookie name must start with __Host- (Secure, Path=/, no Domain)".into(),
+        ));
+    }
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let (idle, absolute) = (secs(s.idle_timeout.0), secs(s.absolute_timeout.0));
+    if idle == 0 || absolute < idle {
+        return Err((
+            "idle_timeout",
+            "above zero and at most absolute_timeout".into(),
+        ));
+    }
+    for (path, field) in [
+        (&s.login_path, "login_path"),
+        (&s.logout_path, "logout_path"),
+    ] {
+        if crate::canon::canonicalize(path, 2048).ok().as_deref() != Some(path.as_str()) {
+            return Err((field, format!("{path:?} is not a canonical path")));
+        }
+    }
+    let mut origins = Vec::new();
+    for o in &s.allowed_origins {
+        let lower = o.to_ascii_lowercase();
+        if !(lower.starts_with("https://") || lower.starts_with("http://"))
+            || lower.trim_end_matches('/') != lower
+        {
+            return Err((
+                "allowed_origins",
+                format!("origin {o:?} must be scheme://host[:port] with no path"),
+            ));
+        }
+        origins.push(lower);
+    }
+    sessions::Sessions::new(
+        s.cookie.clone(),
+        idle,
+        absolute,
+        s.login_path.clone(),
+        s.logout_path.clone(),
+        origins,
+    )
+    .map_err(|m| ("", m))
 }
 
 fn compile_api_keys(

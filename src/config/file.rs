@@ -365,7 +365,7 @@ pub struct Route {
     pub public: bool,
     /// Authentication methods accepted, tried in order; the first credential
     /// present decides (a present but invalid credential is refused, never
-    /// passed on to the next method). Methods: `"jwt"`, `"api_key"`.
+    /// passed on to the next method). Methods: `"jwt"`, `"api_key"`, `"session"`.
     pub auth: Option<Vec<String>>,
     /// Also accept the API key in this query parameter (off by default: keys
     /// in URLs end up in logs and browser history).
@@ -380,6 +380,40 @@ pub struct Auth {
     pub jwt: Option<Jwt>,
     /// API keys issued by Portcullis.
     pub api_keys: Option<ApiKeys>,
+    /// Portcullis's own users: login, sessions, logout.
+    pub sessions: Option<Sessions>,
+}
+
+/// `[auth.sessions]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Cookie name; must start with `__Host-` (Secure, Path=/, no Domain).
+    pub cookie: String,
+    /// A session unused for this long ends.
+    pub idle_timeout: HumanDuration,
+    /// A session ends this long after login, used or not.
+    pub absolute_timeout: HumanDuration,
+    /// Login endpoint served by the gateway (`POST {"username","password"}`).
+    pub login_path: String,
+    /// Logout endpoint served by the gateway (`POST`).
+    pub logout_path: String,
+    /// Origins (`scheme://host[:port]`) allowed to make cookie-authenticated
+    /// POST/PUT/PATCH/DELETE requests besides the gateway's own origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            cookie: "__Host-portcullis".into(),
+            idle_timeout: HumanDuration(std::time::Duration::from_secs(30 * 60)),
+            absolute_timeout: HumanDuration(std::time::Duration::from_secs(12 * 3600)),
+            login_path: "/auth/login".into(),
+            logout_path: "/auth/logout".into(),
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 /// `[auth.api_keys]`

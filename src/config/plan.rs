@@ -309,7 +309,8 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     }
     let have_jwt = authn.jwt.is_some();
     let have_keys = authn.api_keys.is_some();
-    let store_path = have_keys.then(|| resolve(base, &f.store.sqlite));
+    let have_sessions = authn.sessions.is_some();
+    let store_path = (have_keys || have_sessions).then(|| resolve(base, &f.store.sqlite));
 
     // --- admin
     let admin = f.admin.as_ref().and_then(|a| {
@@ -372,11 +373,17 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             max_body: r.max_body.map_or(limits.max_body, |b| b.0),
             timeout: r.timeout.map(|t| t.0),
             api_key_query: r.api_key_query.clone(),
-            auth: crate::authn::route_auth(r.public, r.auth.as_deref(), have_jwt, have_keys)
-                .unwrap_or_else(|m| {
-                    e.push(p("auth"), m);
-                    crate::authn::RouteAuth::Public
-                }),
+            auth: crate::authn::route_auth(
+                r.public,
+                r.auth.as_deref(),
+                have_jwt,
+                have_keys,
+                have_sessions,
+            )
+            .unwrap_or_else(|m| {
+                e.push(p("auth"), m);
+                crate::authn::RouteAuth::Public
+            }),
         });
     }
     if f.routes.is_empty() {
@@ -391,6 +398,23 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             Router::default()
         }
     };
+
+    if let Some(s) = &authn.sessions {
+        for (path, field) in [
+            (&s.login_path, "login_path"),
+            (&s.logout_path, "logout_path"),
+        ] {
+            if !matches!(
+                router.find(path, &Method::POST),
+                Err(crate::reject::Rejection::NotFound)
+            ) {
+                e.push(
+                    format!("auth.sessions.{field}"),
+                    format!("{path:?} is also a route path: the gateway serves it"),
+                );
+            }
+        }
+    }
 
     if !e.0.is_empty() {
         return Err(ConfigErrors(e.0));

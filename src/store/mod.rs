@@ -69,7 +69,58 @@ const MIGRATIONS: &[&str] = &[
         replaced_by TEXT
     ) STRICT;
     CREATE INDEX api_keys_owner ON api_keys(owner);",
+    // 2: users and sessions (sessions by the SHA-256 of their id)
+    "CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        attributes TEXT NOT NULL DEFAULT '{}',
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE sessions (
+        id_hash BLOB PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX sessions_user ON sessions(user_id);",
 ];
+
+/// A user (Portcullis as the identity provider).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserRecord {
+    /// Stable id (the identity's subject).
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// argon2id PHC string.
+    #[serde(skip)]
+    pub password_hash: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Attributes for policies (JSON object).
+    pub attributes: serde_json::Value,
+    /// Disabled users cannot log in and their sessions stop working.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// A live session joined with its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The user.
+    pub user: UserRecord,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds of the last recorded use.
+    pub last_seen: i64,
+    /// Absolute expiry, Unix seconds.
+    pub expires: i64,
+}
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
@@ -215,6 +266,145 @@ impl Store {
                 }
             }
             tx.commit()
+        })
+    }
+}
+
+const USER_COLS: &str = "id, username, password_hash, roles, attributes, disabled, created";
+
+fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    let roles: String = r.get(3)?;
+    let attributes: String = r.get(4)?;
+    Ok(UserRecord {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        roles: serde_json::from_str(&roles).unwrap_or_default(),
+        attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+        disabled: r.get::<_, i64>(5)? != 0,
+        created: r.get(6)?,
+    })
+}
+
+impl Store {
+    /// A user by login name.
+    pub fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, String> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE username = ?1");
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row(params![username], row_to_user)
+                .optional()
+        })
+    }
+
+    /// All users.
+    pub fn user_list(&self) -> Result<Vec<UserRecord>, String> {
+        let sql = format!("SELECT {USER_COLS} FROM users ORDER BY created, username");
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map([], row_to_user)?
+                .collect()
+        })
+    }
+
+    /// Adds a user; an error when the name is taken.
+    pub fn user_insert(&self, u: &UserRecord) -> Result<(), String> {
+        let roles = serde_json::to_string(&u.roles).unwrap_or_else(|_| "[]".into());
+        let attrs = u.attributes.to_string();
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO users (id, username, password_hash, roles, attributes, disabled, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![u.id, u.username, u.password_hash, roles, attrs, i64::from(u.disabled), u.created],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Sets a user's password hash and ends all their sessions.
+    pub fn user_set_password(&self, username: &str, hash: &str) -> Result<bool, String> {
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                params![username, hash],
+            )?;
+            c.execute(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+                params![username],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Disables (or enables) a user; disabling ends all their sessions.
+    pub fn user_set_disabled(&self, username: &str, disabled: bool) -> Result<bool, String> {
+        self.write(|c| {
+            let n = c.execute("UPDATE users SET disabled = ?2 WHERE username = ?1", params![username, i64::from(disabled)])?;
+            if disabled {
+                c.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", params![username])?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    /// Stores a new session.
+    pub fn session_insert(
+        &self,
+        id_hash: &[u8],
+        user_id: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), String> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO sessions (id_hash, user_id, created, last_seen, expires) VALUES (?1, ?2, ?3, ?3, ?4)",
+                params![id_hash, user_id, now, expires],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// A session and its user.
+    pub fn session_get(&self, id_hash: &[u8]) -> Result<Option<SessionRecord>, String> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT u.id, u.username, u.password_hash, u.roles, u.attributes, u.disabled, u.created,
+                        s.created, s.last_seen, s.expires
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?1",
+            )?
+            .query_row(params![id_hash], |r| {
+                Ok(SessionRecord { user: row_to_user(r)?, created: r.get(7)?, last_seen: r.get(8)?, expires: r.get(9)? })
+            })
+            .optional()
+        })
+    }
+
+    /// Records use of a session.
+    pub fn session_touch(&self, id_hash: &[u8], now: i64) -> Result<(), String> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1",
+                params![id_hash, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Ends one session; false when there was none.
+    pub fn session_delete(&self, id_hash: &[u8]) -> Result<bool, String> {
+        self.write(|c| {
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", params![id_hash])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Ends every session of a user; returns how many.
+    pub fn session_delete_user(&self, username: &str) -> Result<usize, String> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+                params![username],
+            )
         })
     }
 }
