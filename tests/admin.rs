@@ -173,3 +173,91 @@ async fn reload_through_the_admin_api_reports_errors() {
     // still serving the previous config
     assert_eq!(get(gw.http(), "/api/v1/users/1", "").await.status, 200);
 }
+
+#[tokio::test]
+async fn admin_ends_all_sessions_of_a_user() {
+    use std::io::Write;
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{}{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{}\"\n\n[auth.sessions]\n\n[[routes]]\npath = \"/me\"\nmethods = [\"GET\"]\nupstream = \"app\"\nauth = [\"session\"]\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES,
+        sha256_hex(TOKEN)
+    );
+    let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "users",
+            "add",
+            "--username",
+            "alice",
+            "--roles",
+            "user",
+            "--config",
+        ])
+        .arg(&gw.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alices long password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let login = |n: u8| {
+        let body = r#"{"username":"alice","password":"alices long password"}"#;
+        let req = format!(
+            "POST /auth/login HTTP/1.1\r\nHost: x{n}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = gw.http();
+        async move { raw(addr, req.as_bytes()).await }
+    };
+    let c1 = login(1)
+        .await
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let c2 = login(2)
+        .await
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for c in [&c1, &c2] {
+        assert_eq!(
+            get(gw.http(), "/me", &format!("Cookie: {c}\r\n"))
+                .await
+                .status,
+            200
+        );
+    }
+    let users = admin(&gw, "GET", "/users", Some(TOKEN), "").await;
+    assert_eq!(users.status, 200);
+    assert!(users.text().contains("alice") && !users.text().contains("argon2"));
+    let r = admin(&gw, "DELETE", "/users/alice/sessions", Some(TOKEN), "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["ended"], 2);
+    for c in [&c1, &c2] {
+        assert_eq!(
+            get(gw.http(), "/me", &format!("Cookie: {c}\r\n"))
+                .await
+                .status,
+            401
+        );
+    }
+    assert_eq!(
+        admin(&gw, "POST", "/users/nobody/disable", Some(TOKEN), "")
+            .await
+            .status,
+        404
+    );
+}

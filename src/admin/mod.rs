@@ -8,6 +8,10 @@
 //! POST /keys/{id}/rotate      {"overlap":"1h"} -> 201 {"key","record"}
 //! POST /keys/{id}/revoke      -> 204
 //! POST /reload                -> 204, or 422 {"errors":[{"path","message"}]}
+//! GET  /users                 list users (never password hashes)
+//! POST /users/{name}/disable  disable and end all sessions -> 204
+//! POST /users/{name}/enable   -> 204
+//! DELETE /users/{name}/sessions  end all sessions of a user -> 200 {"ended": n}
 //! ```
 
 use std::convert::Infallible;
@@ -257,6 +261,39 @@ async fn handle(
                 }
             },
             Err(()) => not_configured(),
+        },
+        (&Method::GET, ["users"]) => match &plan.store {
+            Some(s) if plan.authn.sessions.is_some() => match s.user_list() {
+                Ok(list) => reply(StatusCode::OK, Some(json!(list))),
+                Err(e) => {
+                    tracing::error!(error = %e, "admin: store error");
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+                }
+            },
+            _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
+        },
+        (&Method::POST, ["users", name, action @ ("disable" | "enable")]) => match &plan.store {
+            Some(s) if plan.authn.sessions.is_some() => {
+                match s.user_set_disabled(name, *action == "disable") {
+                    Ok(true) => reply(StatusCode::NO_CONTENT, None),
+                    Ok(false) => problem(StatusCode::NOT_FOUND, "no such user"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin: store error");
+                        problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+                    }
+                }
+            }
+            _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
+        },
+        (&Method::DELETE, ["users", name, "sessions"]) => match &plan.store {
+            Some(s) if plan.authn.sessions.is_some() => match s.session_delete_user(name) {
+                Ok(n) => reply(StatusCode::OK, Some(json!({"ended": n}))),
+                Err(e) => {
+                    tracing::error!(error = %e, "admin: store error");
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+                }
+            },
+            _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
         },
         _ => problem(StatusCode::NOT_FOUND, "no such admin endpoint"),
     };
