@@ -55,6 +55,9 @@ enum Command {
         /// HTTP port on 127.0.0.1 (redirects to HTTPS).
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Admin API port on 127.0.0.1.
+        #[arg(long, default_value_t = 9090)]
+        admin_port: u16,
         /// Write the files and compile the config, then exit without serving.
         #[arg(long)]
         dry_run: bool,
@@ -345,6 +348,7 @@ pub fn main() -> ExitCode {
             dir,
             https_port,
             http_port,
+            admin_port,
             dry_run,
         } => {
             init_tracing("info");
@@ -352,7 +356,15 @@ pub fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(format!("cannot start the runtime: {e}")),
             };
-            match rt.block_on(crate::demo::run(&dir, https_port, http_port, dry_run)) {
+            match rt.block_on(crate::demo::run(
+                &dir,
+                &crate::demo::DemoPorts {
+                    https: https_port,
+                    http: http_port,
+                    admin: admin_port,
+                },
+                dry_run,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

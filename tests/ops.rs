@@ -123,13 +123,13 @@ async fn config_errors_name_their_toml_path() {
 #[tokio::test]
 async fn check_accepts_the_demo_config() {
     let dir = tempfile::tempdir().unwrap();
-    portcullis::demo::ensure_cert(dir.path()).unwrap();
+    let ports = portcullis::demo::DemoPorts {
+        https: 8443,
+        http: 8080,
+        admin: 9090,
+    };
+    portcullis::demo::write_files(dir.path(), &ports, "127.0.0.1:3000").unwrap();
     let f = dir.path().join("portcullis.toml");
-    std::fs::write(
-        &f,
-        portcullis::demo::render_config(8443, 8080, "127.0.0.1:3000"),
-    )
-    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("check")
         .arg(&f)
@@ -140,7 +140,12 @@ async fn check_accepts_the_demo_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 5 routes"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: 5 routes"), "{stdout}");
+    assert!(
+        !stdout.contains("warning"),
+        "the demo config should be warning-free: {stdout}"
+    );
 }
 
 #[tokio::test]
@@ -342,7 +347,13 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(up, "demo did not start");
-    for f in ["portcullis.toml", "cert.pem", "key.pem"] {
+    for f in [
+        "portcullis.toml",
+        "cert.pem",
+        "key.pem",
+        "credentials.json",
+        "portcullis.db",
+    ] {
         assert!(dir.path().join(f).exists(), "{f} not written");
     }
     let r = get(http, "/health", "").await;
@@ -354,22 +365,39 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
         &[&rustls::version::TLS13],
     );
     let https: std::net::SocketAddr = format!("127.0.0.1:{https_port}").parse().unwrap();
-    let fetch = |path: &'static str| {
+    let creds: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let key = creds["api_keys"][0]["key"].as_str().unwrap().to_string();
+    assert_eq!(creds["users"].as_array().unwrap().len(), 3);
+    assert!(creds["admin_token"].as_str().unwrap().len() >= 32);
+    let fetch = |path: &'static str, auth: bool| {
         let cfg = cfg.clone();
+        let h = if auth {
+            format!("X-API-Key: {key}\r\n")
+        } else {
+            String::new()
+        };
         async move {
             use tokio::io::AsyncWriteExt;
             let mut s = tls_connect(https, cfg).await.unwrap();
             let req =
-                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{h}Connection: close\r\n\r\n");
             s.write_all(req.as_bytes()).await.unwrap();
             read_response(&mut s).await
         }
     };
-    let r = fetch("/api/v1/users/u-alice").await;
+    assert_problem(
+        &fetch("/api/v1/users/u-alice", false).await,
+        401,
+        "unauthenticated",
+    );
+    let r = fetch("/api/v1/users/u-alice", true).await;
     assert_eq!(r.status, 200);
     assert!(r.header("x-powered-by").is_none() && r.header("server").is_none());
-    assert_problem(&fetch("/internal/debug").await, 404, "not-found");
-    let r = fetch("/api/v1/documents/boom").await;
+    assert_problem(&fetch("/internal/debug", true).await, 404, "not-found");
+    let r = fetch("/api/v1/documents/boom", true).await;
     assert_problem(&r, 500, "upstream-error");
     assert!(!r.text().contains("s3cr3t"));
     assert!(r.header("x-debug-query").is_none());

@@ -285,26 +285,42 @@ pub fn new_user(
     attributes: serde_json::Value,
     now: i64,
 ) -> Result<UserRecord, String> {
-    if username.is_empty()
-        || username.len() > 128
-        || !username.bytes().all(|b| b.is_ascii_graphic())
-    {
+    new_user_with_id(None, username, password, roles, attributes, now)
+}
+
+/// A new user record; `id` (printable, no spaces), or a fresh one.
+pub fn new_user_with_id(
+    id: Option<&str>,
+    username: &str,
+    password: &str,
+    roles: Vec<String>,
+    attributes: serde_json::Value,
+    now: i64,
+) -> Result<UserRecord, String> {
+    let printable = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !printable(username, 128) {
         return Err("a username is 1 to 128 printable characters without spaces".into());
+    }
+    if id.is_some_and(|i| !printable(i, 64)) {
+        return Err("a user id is 1 to 64 printable characters without spaces".into());
     }
     if !attributes.is_object() {
         return Err("attributes must be a JSON object".into());
     }
     IdentityHeaders::new("portcullis", "u", &roles, &[], None).map_err(String::from)?;
-    let mut id = [0u8; 9];
-    getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
+    let mut random = [0u8; 9];
+    getrandom::fill(&mut random).map_err(|e| format!("no randomness: {e}"))?;
+    let fresh = format!(
+        "u-{}",
+        URL_SAFE_NO_PAD
+            .encode(random)
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "x")
+    );
     Ok(UserRecord {
-        id: format!(
-            "u-{}",
-            URL_SAFE_NO_PAD
-                .encode(id)
-                .to_ascii_lowercase()
-                .replace(['-', '_'], "x")
-        ),
+        id: id.map_or(fresh, str::to_owned),
         username: username.to_owned(),
         password_hash: hash_password(password)?,
         roles,

@@ -8,16 +8,100 @@ use std::path::Path;
 use crate::config;
 use crate::server::Server;
 
-/// The commented example config, with `{{HTTPS_PORT}}`, `{{HTTP_PORT}}` and
-/// `{{UPSTREAM}}` placeholders.
+/// The commented example config, with `{{HTTPS_PORT}}`, `{{HTTP_PORT}}`,
+/// `{{ADMIN_PORT}}`, `{{ADMIN_TOKEN_SHA256}}` and `{{UPSTREAM}}` placeholders.
 pub const CONFIG_TEMPLATE: &str = include_str!("portcullis.toml");
 
+/// Ports and secrets the template needs.
+#[derive(Debug, Clone)]
+pub struct DemoPorts {
+    /// HTTPS listener.
+    pub https: u16,
+    /// HTTP listener (redirects).
+    pub http: u16,
+    /// Admin API.
+    pub admin: u16,
+}
+
 /// Fills the template.
-pub fn render_config(https_port: u16, http_port: u16, upstream: &str) -> String {
+pub fn render_config(ports: &DemoPorts, upstream: &str, admin_token_sha256: &str) -> String {
     CONFIG_TEMPLATE
-        .replace("{{HTTPS_PORT}}", &https_port.to_string())
-        .replace("{{HTTP_PORT}}", &http_port.to_string())
+        .replace("{{HTTPS_PORT}}", &ports.https.to_string())
+        .replace("{{HTTP_PORT}}", &ports.http.to_string())
+        .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
+        .replace("{{ADMIN_TOKEN_SHA256}}", admin_token_sha256)
         .replace("{{UPSTREAM}}", upstream)
+}
+
+/// Writes the config, certificate, key and API-key hash secret into `dir`;
+/// returns the admin token (the config holds only its hash).
+pub fn write_files(dir: &Path, ports: &DemoPorts, upstream: &str) -> Result<String, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    ensure_cert(dir)?;
+    let secret = dir.join("api-key-secret");
+    if !secret.exists() {
+        let (s, _) = crate::admin::new_token()?;
+        write_private(&secret, s.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
+    }
+    let (token, hash) = crate::admin::new_token()?;
+    let cfg = dir.join("portcullis.toml");
+    std::fs::write(&cfg, render_config(ports, upstream, &hash))
+        .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+    Ok(token)
+}
+
+/// Creates the demo's users and API key in a fresh store; returns
+/// `credentials.json`'s content.
+fn seed(plan: &config::Plan, admin_token: &str) -> Result<serde_json::Value, String> {
+    let (Some(path), Some(keys)) = (&plan.store_path, &plan.authn.api_keys) else {
+        return Err("the demo config lost its store or API keys".into());
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let store = crate::store::Store::open(path)?;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    let mut users = Vec::new();
+    for (id, name, role, dept) in [
+        ("u-alice", "alice", "user", "finance"),
+        ("u-bob", "bob", "user", "engineering"),
+        ("u-carol", "carol", "admin", "finance"),
+    ] {
+        let (pw, _) = crate::admin::new_token()?;
+        let pw = pw.get(..20).unwrap_or(&pw).to_owned();
+        let attrs = serde_json::json!({"department": dept});
+        let u = crate::authn::sessions::new_user_with_id(
+            Some(id),
+            name,
+            &pw,
+            vec![role.into()],
+            attrs,
+            now,
+        )?;
+        store.user_insert(&u)?;
+        users
+            .push(serde_json::json!({"username": name, "password": pw, "id": id, "roles": [role]}));
+    }
+    let key = keys.create(
+        &store,
+        "reporting-service",
+        "demo",
+        vec!["documents:read".into()],
+        None,
+        now,
+    )?;
+    Ok(serde_json::json!({
+        "users": users,
+        "api_keys": [{"id": key.record.id, "key": key.key, "scopes": key.record.scopes}],
+        "clients": [],
+        "admin_token": admin_token,
+    }))
 }
 
 /// Writes a self-signed certificate for localhost unless one exists.
@@ -47,18 +131,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(dir: &Path, https_port: u16, http_port: u16, dry_run: bool) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    ensure_cert(dir)?;
+pub async fn run(dir: &Path, ports: &DemoPorts, dry_run: bool) -> Result<(), String> {
     let api = sample_api::start()
         .await
         .map_err(|e| format!("cannot start the sample API: {e}"))?;
+    let admin_token = write_files(dir, ports, &api.to_string())?;
     let cfg_path = dir.join("portcullis.toml");
-    std::fs::write(
-        &cfg_path,
-        render_config(https_port, http_port, &api.to_string()),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", cfg_path.display()))?;
     let plan = config::load(&cfg_path).map_err(|e| e.to_string())?;
     if dry_run {
         println!(
@@ -68,35 +146,55 @@ pub async fn run(dir: &Path, https_port: u16, http_port: u16, dry_run: bool) -> 
         );
         return Ok(());
     }
+    let creds = seed(&plan, &admin_token)?;
+    let creds_path = dir.join("credentials.json");
+    write_private(
+        &creds_path,
+        serde_json::to_string_pretty(&creds)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", creds_path.display()))?;
+    let (https_port, http_port, admin_port) = (ports.https, ports.http, ports.admin);
     let server = Server::bind(plan, Some(cfg_path.clone()))
         .await
-        .map_err(|e| format!("cannot listen on ports {https_port}/{http_port}: {e} (use --https-port/--http-port)"))?;
+        .map_err(|e| {
+            format!("cannot listen on ports {https_port}/{http_port}/{admin_port}: {e} (use --https-port/--http-port/--admin-port)")
+        })?;
     let handle = server.handle();
     crate::server::reload::spawn_sighup(handle.shared());
     crate::server::reload::spawn_watcher(handle.shared(), std::time::Duration::from_secs(1));
     crate::cli::spawn_shutdown_signals(handle);
     let d = dir.display();
     let h = format!("https://localhost:{https_port}");
+    let c = format!("curl -s --cacert {d}/cert.pem");
     println!(
         r#"
 Portcullis demo is running.
   gateway      {h}  (and http://localhost:{http_port}, which redirects)
+  admin API    http://127.0.0.1:{admin_port}  (token in credentials.json)
   sample API   http://{api}  (unprotected; only the gateway should talk to it)
   config       {d}/portcullis.toml  (edit it: the gateway reloads on save)
-  certificate  {d}/cert.pem  (self-signed: curl needs --cacert or -k)
+  credentials  {d}/credentials.json  (users, an API key, the admin token)
 
-Try:
-  curl -si --cacert {d}/cert.pem {h}/api/v1/users/u-alice
-      security headers, X-Request-Id, no Server/X-Powered-By
-  curl -si --cacert {d}/cert.pem {h}/internal/debug
+Try (jq reads the credentials):
+  {c} -i {h}/api/v1/users/u-alice
+      401: every /api/ route needs a session or an API key
+  KEY=$(jq -r '.api_keys[0].key' {d}/credentials.json)
+  {c} -i -H "X-API-Key: $KEY" {h}/api/v1/users/u-alice
+      200 with security headers; no Server/X-Powered-By from the sample API
+  PW=$(jq -r '.users[0].password' {d}/credentials.json)
+  {c} -c /tmp/jar -H 'Content-Type: application/json' -d "{{\"username\":\"alice\",\"password\":\"$PW\"}}" {h}/auth/login
+  {c} -b /tmp/jar {h}/api/v1/documents
+      a session cookie (__Host-, HttpOnly, Secure, SameSite=Strict)
+  {c} -b /tmp/jar -X POST -H 'Origin: https://evil.example' {h}/api/v1/posts
+      403: cookie-authenticated writes must come from the same origin
+  {c} -i {h}/internal/debug
       404 problem+json: no route names it, the sample API never sees it
-  curl -si --cacert {d}/cert.pem --path-as-is {h}/api/v1/users/../../internal/debug
-  curl -si --cacert {d}/cert.pem {h}/api/v1/users/%2e%2e%2finternal%2fdebug
+  {c} -i --path-as-is {h}/api/v1/users/../../internal/debug
       400 problem+json: path tricks are refused, not resolved
-  curl -si --cacert {d}/cert.pem {h}/api/v1/documents/boom
+  {c} -i -H "X-API-Key: $KEY" {h}/api/v1/documents/boom
       500 with a generic problem+json instead of the upstream's stack trace
-  curl -si --cacert {d}/cert.pem -X OPTIONS {h}/api/v1/documents -H 'Origin: https://evil.example' -H 'Access-Control-Request-Method: GET'
-      403: CORS preflight from an origin not on the allowlist
   curl -si http://localhost:{http_port}/health
       308 to HTTPS
 
