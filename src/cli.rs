@@ -44,6 +44,8 @@ enum Command {
     },
     /// Print a new admin API token and the SHA-256 for `[admin] token_sha256`.
     AdminToken,
+    /// Print a new P-256 signing key (PKCS#8 PEM) for `[auth.tokens] signing_keys`.
+    SigningKey,
     /// Run a sample API behind the gateway, with a commented example config.
     Demo {
         /// Where to write the config, certificate and key.
@@ -322,6 +324,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config } => serve(&config),
+        Command::SigningKey => match crate::authn::tokens::new_signing_key() {
+            Ok(pem) => {
+                print!("{pem}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::AdminToken => match crate::admin::new_token() {
             Ok((token, hash)) => {
                 println!("token (give to operators, store nowhere else): {token}");

@@ -110,10 +110,8 @@ async fn run(
 
     // 2d. Endpoints the gateway serves itself (login, logout): never proxied,
     //     and checked before routing so no route can shadow them.
-    if let Some(s) = &plan.authn.sessions {
-        if ctx.path == s.login_path || ctx.path == s.logout_path {
-            return crate::authn::session_endpoint(ctx, parts, body).await;
-        }
+    if plan.authn.serves(&ctx.path) {
+        return crate::authn::gateway_endpoint(ctx, parts, body).await;
     }
 
     // 3. CORS preflight: answered by the gateway, before the method check

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod jwks;
 pub mod jwt;
 pub mod sessions;
+pub mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct Authn {
     pub api_keys: Option<api_keys::ApiKeys>,
     /// Users, login and sessions.
     pub sessions: Option<sessions::Sessions>,
+    /// Tokens Portcullis issues.
+    pub tokens: Option<tokens::Tokens>,
 }
 
 /// What authentication needs from the request besides its headers.
@@ -153,50 +156,14 @@ impl Authn {
     }
 }
 
-/// `POST /auth/login` and `POST /auth/logout` (paths configurable).
-pub async fn session_endpoint(
-    ctx: &mut crate::context::RequestContext,
-    parts: http::request::Parts,
+/// Reads a small JSON body (at most 4 KiB, `application/json`).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    parts: &http::request::Parts,
     body: hyper::body::Incoming,
-) -> Result<http::Response<crate::body::Body>, Rejection> {
-    use http::{Method, Response, StatusCode};
+    shape: &'static str,
+) -> Result<T, Rejection> {
     use http_body_util::BodyExt;
-
-    let plan = ctx.plan.clone();
-    let (Some(s), Some(store)) = (&plan.authn.sessions, plan.store.clone()) else {
-        return Err(Rejection::Internal);
-    };
-    if parts.method != Method::POST {
-        return Err(Rejection::MethodNotAllowed {
-            allow: http::HeaderValue::from_static("POST"),
-        });
-    }
-    // Browsers always send Origin on POST: a foreign one is refused. Without
-    // one the caller is not a browser (and login needs application/json,
-    // which a cross-site form cannot send without a failing preflight).
-    if parts.headers.contains_key(header::ORIGIN)
-        && !s.same_origin(&parts.method, &parts.headers, ctx.https)
-    {
-        return Err(Rejection::CsrfDenied);
-    }
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-    if ctx.path == s.logout_path {
-        if let Some(id) = s.presented(&parts.headers) {
-            let (store, id, plan2) = (store.clone(), id.to_owned(), plan.clone());
-            let ended = tokio::task::spawn_blocking(move || {
-                plan2.authn.sessions.as_ref().map(|s| s.logout(&store, &id))
-            })
-            .await
-            .map_err(|_| Rejection::Internal)?;
-            tracing::info!(target: "audit", event = "logout", request_id = ctx.id_str(), ended = matches!(ended, Some(Ok(true))));
-        }
-        let mut r = Response::new(crate::body::Body::empty());
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        r.headers_mut().insert(header::SET_COOKIE, s.clear_cookie());
-        return Ok(r);
-    }
-    // Login.
-    let json_body = parts
+    let is_json = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -205,7 +172,7 @@ pub async fn session_endpoint(
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
-    if !json_body {
+    if !is_json {
         return Err(Rejection::UnsupportedMediaType);
     }
     let bytes = http_body_util::Limited::new(body, 4096)
@@ -213,30 +180,188 @@ pub async fn session_endpoint(
         .await
         .map_err(|_| Rejection::BodyTooLarge { limit: 4096 })?
         .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|_| Rejection::BadRequest(shape))
+}
+
+fn json_response(v: &serde_json::Value) -> http::Response<crate::body::Body> {
+    let mut r = http::Response::new(crate::body::Body::full(bytes::Bytes::from(v.to_string())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl Authn {
+    /// Whether the gateway itself serves this path (login, logout, refresh,
+    /// JWKS); such paths are never routed.
+    pub fn serves(&self, path: &str) -> bool {
+        self.sessions
+            .as_ref()
+            .is_some_and(|s| path == s.login_path || path == s.logout_path)
+            || self
+                .tokens
+                .as_ref()
+                .is_some_and(|t| path == t.jwks_path || path == t.refresh_path)
+    }
+}
+
+/// The endpoints the gateway serves itself: `POST /auth/login`,
+/// `POST /auth/logout`, `POST /auth/refresh`, `GET /.well-known/jwks.json`
+/// (paths configurable).
+pub async fn gateway_endpoint(
+    ctx: &mut crate::context::RequestContext,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> Result<http::Response<crate::body::Body>, Rejection> {
+    use http::{Method, Response, StatusCode};
+
+    let plan = ctx.plan.clone();
+    let authn = &plan.authn;
+    if let Some(t) = authn.tokens.as_ref().filter(|t| ctx.path == t.jwks_path) {
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            return Err(Rejection::MethodNotAllowed {
+                allow: http::HeaderValue::from_static("GET, HEAD"),
+            });
+        }
+        let mut r = Response::new(crate::body::Body::full(t.jwks.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/jwk-set+json"),
+        );
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=300"),
+        );
+        return Ok(r);
+    }
+    let (Some(s), Some(store)) = (&authn.sessions, plan.store.clone()) else {
+        return Err(Rejection::Internal);
+    };
+    if parts.method != Method::POST {
+        return Err(Rejection::MethodNotAllowed {
+            allow: http::HeaderValue::from_static("POST"),
+        });
+    }
+    // Browsers always send Origin on POST: a foreign one is refused. Without
+    // one the caller is not a browser (and these endpoints need
+    // application/json, which a cross-site form cannot send without a
+    // failing preflight).
+    if parts.headers.contains_key(header::ORIGIN)
+        && !s.same_origin(&parts.method, &parts.headers, ctx.https)
+    {
+        return Err(Rejection::CsrfDenied);
+    }
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let request_id = ctx.id_str().to_owned();
+    let client_ip = ctx.client_ip;
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct RefreshBody {
+        refresh_token: String,
+    }
+
+    if ctx.path == s.logout_path {
+        let refresh: Option<RefreshBody> = if parts.headers.contains_key(header::CONTENT_TYPE) {
+            Some(
+                json_body(
+                    &parts,
+                    body,
+                    "expected {\"refresh_token\": \"...\"} or no body",
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let cookie = s.presented(&parts.headers).map(str::to_owned);
+        let plan2 = plan.clone();
+        let (ended, revoked) = tokio::task::spawn_blocking(move || {
+            let a = &plan2.authn;
+            let ended = match (&a.sessions, cookie) {
+                (Some(s), Some(id)) => s.logout(&store, &id).unwrap_or(false),
+                _ => false,
+            };
+            let revoked = match (&a.tokens, refresh) {
+                (Some(t), Some(r)) => t.revoke(&store, &r.refresh_token, now).unwrap_or(false),
+                _ => false,
+            };
+            (ended, revoked)
+        })
+        .await
+        .map_err(|_| Rejection::Internal)?;
+        tracing::info!(target: "audit", event = "logout", %request_id, session_ended = ended, refresh_family_revoked = revoked);
+        let mut r = Response::new(crate::body::Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r.headers_mut().insert(header::SET_COOKIE, s.clear_cookie());
+        return Ok(r);
+    }
+
+    if let Some(t) = authn.tokens.as_ref().filter(|t| ctx.path == t.refresh_path) {
+        let _ = t;
+        let b: RefreshBody =
+            json_body(&parts, body, "expected {\"refresh_token\": \"...\"}").await?;
+        let plan2 = plan.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            plan2
+                .authn
+                .tokens
+                .as_ref()
+                .map(|t| t.refresh(&store, &b.refresh_token, now))
+        })
+        .await
+        .map_err(|_| Rejection::Internal)?
+        .ok_or(Rejection::Internal)?;
+        return match out {
+            Ok(tokens) => {
+                ctx.credentials = true;
+                Ok(json_response(&tokens))
+            }
+            Err(tokens::RefreshError::Store) => Err(Rejection::Internal),
+            Err(e) => {
+                tracing::info!(target: "audit", event = "refresh", outcome = "failure", reason = %e, %client_ip, %request_id);
+                Err(Rejection::Unauthenticated { invalid: true })
+            }
+        };
+    }
+
+    // Login.
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Credentials {
         username: String,
         password: String,
     }
-    let c: Credentials = serde_json::from_slice(&bytes).map_err(|_| {
-        Rejection::BadRequest("expected {\"username\": \"...\", \"password\": \"...\"}")
-    })?;
+    let c: Credentials = json_body(
+        &parts,
+        body,
+        "expected {\"username\": \"...\", \"password\": \"...\"}",
+    )
+    .await?;
     let shown_name: String = c
         .username
         .chars()
         .filter(|ch| !ch.is_control())
         .take(64)
         .collect();
-    let client_ip = ctx.client_ip;
-    let request_id = ctx.id_str().to_owned();
     let plan2 = plan.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        plan2
-            .authn
-            .sessions
-            .as_ref()
-            .map(|s| s.login(&store, &c.username, &c.password, now))
+        let a = &plan2.authn;
+        let s = a.sessions.as_ref()?;
+        Some(
+            s.login(&store, &c.username, &c.password, now)
+                .and_then(|login| match login {
+                    sessions::Login::Ok { cookie, user } => {
+                        let tokens = match (&a.tokens, s.issue_tokens) {
+                            (Some(t), true) => Some(t.issue(&store, &user, None, now)?),
+                            _ => None,
+                        };
+                        Ok(Ok((cookie, user, tokens)))
+                    }
+                    sessions::Login::Failed { reason } => Ok(Err(reason)),
+                }),
+        )
     })
     .await
     .map_err(|_| Rejection::Internal)?
@@ -246,24 +371,25 @@ pub async fn session_endpoint(
         Rejection::Internal
     })?;
     match outcome {
-        sessions::Login::Ok { cookie, user } => {
+        Ok((cookie, user, tokens)) => {
             tracing::info!(target: "audit", event = "login", outcome = "success", username = %shown_name,
-                           user_id = %user.id, %client_ip, request_id = %request_id);
-            let body = serde_json::json!({"user": {"id": user.id, "username": user.username, "roles": user.roles}});
-            let mut r = Response::new(crate::body::Body::full(bytes::Bytes::from(
-                body.to_string(),
-            )));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            r.headers_mut().insert(header::SET_COOKIE, cookie);
+                           user_id = %user.id, %client_ip, %request_id);
+            let mut body = serde_json::json!({"user": {"id": user.id, "username": user.username, "roles": user.roles}});
+            if let Some(t) = tokens {
+                if let (Some(obj), Some(tobj)) = (body.as_object_mut(), t.as_object()) {
+                    obj.extend(tobj.clone());
+                }
+            }
+            let mut r = json_response(&body);
+            if let Some(c) = cookie {
+                r.headers_mut().insert(header::SET_COOKIE, c);
+            }
             ctx.credentials = true; // Cache-Control: no-store
             Ok(r)
         }
-        sessions::Login::Failed { reason } => {
+        Err(reason) => {
             tracing::info!(target: "audit", event = "login", outcome = "failure", reason, username = %shown_name,
-                           %client_ip, request_id = %request_id);
+                           %client_ip, %request_id);
             Err(Rejection::LoginFailed)
         }
     }
@@ -405,19 +531,117 @@ pub fn compile(
             signature_checks: std::sync::atomic::AtomicU64::new(0),
         }
     });
-    let sessions = a.sessions.as_ref().and_then(|s| {
+    let mut sessions = a.sessions.as_ref().and_then(|s| {
         compile_sessions(s)
             .map_err(|(f, m)| errors.push((format!("auth.sessions.{f}"), m)))
             .ok()
     });
+    let tokens = a.tokens.as_ref().and_then(|t| {
+        if a.sessions.is_none() {
+            errors.push((
+                "auth.tokens".into(),
+                "[auth.tokens] needs [auth.sessions] (the users)".into(),
+            ));
+            return None;
+        }
+        compile_tokens(t, base)
+            .map_err(|(f, m)| errors.push((format!("auth.tokens.{f}"), m)))
+            .ok()
+    });
+    if let (Some(s), Some(cfg)) = (sessions.as_mut(), &a.sessions) {
+        s.issue_cookie = cfg.issue.iter().any(|i| i == "cookie");
+        s.issue_tokens = cfg.issue.iter().any(|i| i == "tokens");
+        if cfg.issue.is_empty() || cfg.issue.iter().any(|i| i != "cookie" && i != "tokens") {
+            errors.push((
+                "auth.sessions.issue".into(),
+                "list \"cookie\" and/or \"tokens\"".into(),
+            ));
+        }
+        if s.issue_tokens && a.tokens.is_none() {
+            errors.push((
+                "auth.sessions.issue".into(),
+                "\"tokens\" needs [auth.tokens]".into(),
+            ));
+        }
+    }
+    // Portcullis verifies its own access tokens like any other issuer's.
+    let jwt = match &tokens {
+        Some(t) => {
+            let own = Issuer {
+                issuer: t.issuer.clone(),
+                audiences: vec![t.audience.clone()],
+                algorithms: vec![Algorithm::ES256],
+                keys: KeySource::Static(Arc::new(t.public_keys.clone())),
+                claims: ClaimMap::new("sub", "roles", "scope", Some("tenant")),
+            };
+            let mut v = jwt.unwrap_or_else(|| JwtVerifier {
+                issuers: Vec::new(),
+                leeway: 30,
+                max_token_bytes: 8192,
+                cache: Arc::new(TokenCache::new(100_000)),
+                signature_checks: std::sync::atomic::AtomicU64::new(0),
+            });
+            if v.issuers.iter().any(|i| i.issuer == own.issuer) {
+                errors.push((
+                    "auth.tokens.issuer".into(),
+                    "the same issuer is also in [auth.jwt]".into(),
+                ));
+            }
+            v.issuers.push(own);
+            Some(v)
+        }
+        None => jwt,
+    };
     (
         Authn {
             jwt,
             api_keys,
             sessions,
+            tokens,
         },
         errors,
     )
+}
+
+fn compile_tokens(t: &file::Tokens, base: &Path) -> Result<tokens::Tokens, (&'static str, String)> {
+    if t.issuer.is_empty() {
+        return Err(("issuer", "must not be empty".into()));
+    }
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let (access, refresh) = (secs(t.access_ttl.0), secs(t.refresh_ttl.0));
+    if access == 0 || access > 3600 {
+        return Err((
+            "access_ttl",
+            "above zero and at most 1h: access tokens cannot be revoked".into(),
+        ));
+    }
+    if refresh <= access {
+        return Err(("refresh_ttl", "longer than access_ttl".into()));
+    }
+    for (path, field) in [
+        (&t.jwks_path, "jwks_path"),
+        (&t.refresh_path, "refresh_path"),
+    ] {
+        if crate::canon::canonicalize(path, 2048).ok().as_deref() != Some(path.as_str()) {
+            return Err((field, format!("{path:?} is not a canonical path")));
+        }
+    }
+    let keys: Vec<(String, std::path::PathBuf)> = t
+        .signing_keys
+        .iter()
+        .map(|k| (k.kid.clone(), k.file.clone()))
+        .collect();
+    tokens::Tokens::load(
+        t.issuer.clone(),
+        t.audience.clone(),
+        access,
+        refresh,
+        t.jwks_path.clone(),
+        t.refresh_path.clone(),
+        &keys,
+        base,
+    )
+    .map_err(|m| ("signing_keys", m))
 }
 
 fn compile_sessions(s: &file::Sessions) -> Result<sessions::Sessions, (&'static str, String)> {

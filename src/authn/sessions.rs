@@ -87,6 +87,10 @@ pub struct Sessions {
     pub logout_path: String,
     /// Origins allowed for cookie-authenticated writes besides the gateway's own.
     pub allowed_origins: Vec<String>,
+    /// Login opens a cookie session.
+    pub issue_cookie: bool,
+    /// Login issues access and refresh tokens.
+    pub issue_tokens: bool,
     dummy_hash: String,
 }
 
@@ -95,8 +99,8 @@ pub struct Sessions {
 pub enum Login {
     /// A new session: the cookie to set and the user.
     Ok {
-        /// `Set-Cookie` value.
-        cookie: HeaderValue,
+        /// `Set-Cookie` value, when login opens a cookie session.
+        cookie: Option<HeaderValue>,
         /// Who logged in.
         user: UserRecord,
     },
@@ -127,6 +131,8 @@ impl Sessions {
             login_path,
             logout_path,
             allowed_origins,
+            issue_cookie: true,
+            issue_tokens: false,
             dummy_hash,
         })
     }
@@ -156,6 +162,9 @@ impl Sessions {
                 reason: "bad_password",
             });
         }
+        if !self.issue_cookie {
+            return Ok(Login::Ok { cookie: None, user });
+        }
         let mut id = [0u8; 32];
         getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
         let id = URL_SAFE_NO_PAD.encode(id);
@@ -170,7 +179,10 @@ impl Sessions {
             self.cookie, self.absolute
         ))
         .map_err(|e| e.to_string())?;
-        Ok(Login::Ok { cookie, user })
+        Ok(Login::Ok {
+            cookie: Some(cookie),
+            user,
+        })
     }
 
     /// The `Set-Cookie` value that removes the cookie.

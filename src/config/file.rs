@@ -382,6 +382,59 @@ pub struct Auth {
     pub api_keys: Option<ApiKeys>,
     /// Portcullis's own users: login, sessions, logout.
     pub sessions: Option<Sessions>,
+    /// Access and refresh tokens Portcullis issues at login.
+    pub tokens: Option<Tokens>,
+}
+
+/// `[auth.tokens]` (needs `[auth.sessions]` for the users).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    /// `iss` of the tokens (e.g. the gateway's public URL).
+    pub issuer: String,
+    /// `aud` of the tokens.
+    #[serde(default = "default_token_audience")]
+    pub audience: String,
+    /// Access token lifetime.
+    #[serde(default = "default_access_ttl")]
+    pub access_ttl: HumanDuration,
+    /// Refresh token lifetime.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_ttl: HumanDuration,
+    /// P-256 PKCS#8 PEM signing keys; the first signs, all are published.
+    pub signing_keys: Vec<SigningKey>,
+    /// Where the public keys are served.
+    #[serde(default = "default_jwks_path")]
+    pub jwks_path: String,
+    /// Where refresh tokens are exchanged (`POST {"refresh_token"}`).
+    #[serde(default = "default_refresh_path")]
+    pub refresh_path: String,
+}
+
+/// One signing key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// PEM file.
+    pub file: PathBuf,
+}
+
+fn default_token_audience() -> String {
+    "portcullis".into()
+}
+fn default_access_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(15 * 60))
+}
+fn default_refresh_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30 * 86_400))
+}
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".into()
+}
+fn default_refresh_path() -> String {
+    "/auth/refresh".into()
 }
 
 /// `[auth.sessions]`
@@ -401,6 +454,9 @@ pub struct Sessions {
     /// Origins (`scheme://host[:port]`) allowed to make cookie-authenticated
     /// POST/PUT/PATCH/DELETE requests besides the gateway's own origin.
     pub allowed_origins: Vec<String>,
+    /// What a successful login gives: `"cookie"` (a session), `"tokens"`
+    /// (access and refresh tokens, needs `[auth.tokens]`), or both.
+    pub issue: Vec<String>,
 }
 
 impl Default for Sessions {
@@ -412,6 +468,7 @@ impl Default for Sessions {
             login_path: "/auth/login".into(),
             logout_path: "/auth/logout".into(),
             allowed_origins: Vec::new(),
+            issue: vec!["cookie".into()],
         }
     }
 }

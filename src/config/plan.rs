@@ -399,17 +399,30 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         }
     };
 
-    if let Some(s) = &authn.sessions {
-        for (path, field) in [
-            (&s.login_path, "login_path"),
-            (&s.logout_path, "logout_path"),
-        ] {
+    let gateway_paths: Vec<(&String, &str)> = authn
+        .sessions
+        .iter()
+        .flat_map(|s| {
+            [
+                (&s.login_path, "auth.sessions.login_path"),
+                (&s.logout_path, "auth.sessions.logout_path"),
+            ]
+        })
+        .chain(authn.tokens.iter().flat_map(|t| {
+            [
+                (&t.jwks_path, "auth.tokens.jwks_path"),
+                (&t.refresh_path, "auth.tokens.refresh_path"),
+            ]
+        }))
+        .collect();
+    {
+        for (path, field) in gateway_paths {
             if !matches!(
                 router.find(path, &Method::POST),
                 Err(crate::reject::Rejection::NotFound)
             ) {
                 e.push(
-                    format!("auth.sessions.{field}"),
+                    field,
                     format!("{path:?} is also a route path: the gateway serves it"),
                 );
             }

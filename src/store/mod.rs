@@ -87,7 +87,37 @@ const MIGRATIONS: &[&str] = &[
         expires INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX sessions_user ON sessions(user_id);",
+    // 3: refresh tokens (by SHA-256), grouped in families for reuse detection
+    "CREATE TABLE refresh_tokens (
+        hash BLOB PRIMARY KEY,
+        family TEXT NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        used INTEGER,
+        revoked INTEGER
+    ) STRICT;
+    CREATE INDEX refresh_family ON refresh_tokens(family);",
 ];
+
+/// family, user id, expires, used, revoked
+type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
+
+/// What became of a presented refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now spent: the user and the family to continue.
+    Spent {
+        /// The user.
+        user: UserRecord,
+        /// The family id.
+        family: String,
+    },
+    /// Presented a second time: the whole family is now revoked.
+    Reused,
+    /// Unknown, expired, revoked, or the user is disabled.
+    Invalid,
+}
 
 /// A user (Portcullis as the identity provider).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -405,6 +435,71 @@ impl Store {
                 "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
                 params![username],
             )
+        })
+    }
+}
+
+impl Store {
+    /// Stores a refresh token hash.
+    pub fn refresh_insert(
+        &self,
+        hash: &[u8],
+        family: &str,
+        user_id: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), String> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO refresh_tokens (hash, family, user_id, created, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, family, user_id, now, expires],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Spends a refresh token, atomically: a second use revokes its family.
+    pub fn refresh_use(&self, hash: &[u8], now: i64) -> Result<RefreshUse, String> {
+        self.write(|c| {
+            let tx = c.unchecked_transaction()?;
+            let row: Option<RefreshRow> = tx
+                .query_row(
+                    "SELECT family, user_id, expires, used, revoked FROM refresh_tokens WHERE hash = ?1",
+                    params![hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let Some((family, user_id, expires, used, revoked)) = row else {
+                return Ok(RefreshUse::Invalid);
+            };
+            if used.is_some() {
+                tx.execute("UPDATE refresh_tokens SET revoked = ?2 WHERE family = ?1 AND revoked IS NULL", params![family, now])?;
+                tx.commit()?;
+                return Ok(RefreshUse::Reused);
+            }
+            if revoked.is_some() || expires <= now {
+                return Ok(RefreshUse::Invalid);
+            }
+            let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1");
+            let user = tx.query_row(&sql, params![user_id], row_to_user).optional()?;
+            let Some(user) = user.filter(|u| !u.disabled) else {
+                return Ok(RefreshUse::Invalid);
+            };
+            tx.execute("UPDATE refresh_tokens SET used = ?2 WHERE hash = ?1", params![hash, now])?;
+            tx.commit()?;
+            Ok(RefreshUse::Spent { user, family })
+        })
+    }
+
+    /// Revokes the family of a refresh token; false when unknown.
+    pub fn refresh_revoke_family_of(&self, hash: &[u8], now: i64) -> Result<bool, String> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE refresh_tokens SET revoked = ?2
+                 WHERE family = (SELECT family FROM refresh_tokens WHERE hash = ?1) AND revoked IS NULL",
+                params![hash, now],
+            )
+            .map(|n| n > 0)
         })
     }
 }

@@ -1,0 +1,236 @@
+//! Tokens Portcullis issues: ES256 access tokens and opaque refresh tokens.
+//!
+//! * Signing keys are P-256 PKCS#8 PEM files listed in `[auth.tokens]
+//!   signing_keys`; the first one signs, all are published at
+//!   `/.well-known/jwks.json`. Rotation: put a new key first and reload; keep
+//!   the old one listed until its last tokens expired (`access_ttl`), then
+//!   remove it. `portcullis signing-key` makes a key.
+//! * Access tokens are short-lived (default 15 min) and verified by the same
+//!   JWT stage as tokens from other issuers (Portcullis adds itself as an
+//!   issuer).
+//! * Refresh tokens are 256 random bits, stored only as SHA-256, single-use
+//!   and rotated on every use. Each login starts a family; presenting a spent
+//!   token again revokes the whole family (someone else holds a copy), and so
+//!   does logout.
+
+use std::path::Path;
+
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+use super::jwks::KeySet;
+use crate::store::{RefreshUse, Store, UserRecord};
+
+/// Why a refresh was refused (logs only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// Unknown, expired or revoked.
+    #[error("invalid refresh token")]
+    Invalid,
+    /// A spent token presented again: its family is now revoked.
+    #[error("refresh token reused; family revoked")]
+    Reused,
+    /// The store failed.
+    #[error("store unavailable")]
+    Store,
+}
+
+/// The compiled `[auth.tokens]`.
+pub struct Tokens {
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Access token lifetime, seconds.
+    pub access_ttl: i64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_ttl: i64,
+    /// Where the JWKS is served.
+    pub jwks_path: String,
+    /// Where refresh tokens are exchanged.
+    pub refresh_path: String,
+    /// The public keys, as served (JSON).
+    pub jwks: Bytes,
+    /// The public keys, for verification.
+    pub public_keys: KeySet,
+    kid: String,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new P-256 signing key as PKCS#8 PEM.
+pub fn new_signing_key() -> Result<String, String> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map(|k| k.serialize_pem())
+        .map_err(|e| e.to_string())
+}
+
+impl Tokens {
+    /// Loads the keys: `(kid, PEM file)`, the first signs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        issuer: String,
+        audience: String,
+        access_ttl: i64,
+        refresh_ttl: i64,
+        jwks_path: String,
+        refresh_path: String,
+        keys: &[(String, std::path::PathBuf)],
+        base: &Path,
+    ) -> Result<Self, String> {
+        let mut jwks = Vec::new();
+        let mut signer = None;
+        for (kid, file) in keys {
+            let path = if file.is_absolute() {
+                file.clone()
+            } else {
+                base.join(file)
+            };
+            let pem =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let der = PrivateKeyDer::from_pem_slice(&pem)
+                .map_err(|_| format!("{}: not a PEM private key", path.display()))?;
+            let PrivateKeyDer::Pkcs8(pkcs8) = der else {
+                return Err(format!(
+                    "{}: use a PKCS#8 P-256 key (portcullis signing-key)",
+                    path.display()
+                ));
+            };
+            let pair = EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                pkcs8.secret_pkcs8_der(),
+            )
+            .map_err(|_| format!("{}: not a P-256 key", path.display()))?;
+            let point = pair.public_key().as_ref();
+            let (Some(x), Some(y)) = (point.get(1..33), point.get(33..65)) else {
+                return Err(format!(
+                    "{}: unexpected public key encoding",
+                    path.display()
+                ));
+            };
+            jwks.push(
+                json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
+            );
+            if signer.is_none() {
+                let key = EncodingKey::from_ec_pem(&pem)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                signer = Some((kid.clone(), key));
+            }
+        }
+        let (kid, key) = signer.ok_or("list at least one signing key")?;
+        let doc = json!({ "keys": jwks }).to_string();
+        let public_keys = KeySet::from_jwks(doc.as_bytes())?;
+        Ok(Self {
+            issuer,
+            audience,
+            access_ttl,
+            refresh_ttl,
+            jwks_path,
+            refresh_path,
+            jwks: Bytes::from(doc),
+            public_keys,
+            kid,
+            key,
+        })
+    }
+
+    fn access_token(&self, u: &UserRecord, now: i64) -> Result<String, String> {
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|e| format!("no randomness: {e}"))?;
+        let mut claims = json!({
+            "iss": self.issuer, "aud": self.audience, "sub": u.id, "preferred_username": u.username,
+            "roles": u.roles, "iat": now, "nbf": now, "exp": now.saturating_add(self.access_ttl),
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+        });
+        if let Some(t) = u.attributes.get("tenant") {
+            claims["tenant"] = t.clone();
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())
+    }
+
+    /// Issues an access token and a refresh token (a new family unless one
+    /// is continued). Blocking (SQLite).
+    pub fn issue(
+        &self,
+        store: &Store,
+        u: &UserRecord,
+        family: Option<&str>,
+        now: i64,
+    ) -> Result<Value, String> {
+        let access = self.access_token(u, now)?;
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
+        let refresh = URL_SAFE_NO_PAD.encode(raw);
+        let family = match family {
+            Some(f) => f.to_owned(),
+            None => {
+                let mut f = [0u8; 12];
+                getrandom::fill(&mut f).map_err(|e| format!("no randomness: {e}"))?;
+                URL_SAFE_NO_PAD.encode(f)
+            }
+        };
+        store.refresh_insert(
+            &hash(&refresh),
+            &family,
+            &u.id,
+            now,
+            now.saturating_add(self.refresh_ttl),
+        )?;
+        Ok(
+            json!({"access_token": access, "token_type": "Bearer", "expires_in": self.access_ttl,
+                  "refresh_token": refresh}),
+        )
+    }
+
+    /// Exchanges a refresh token for a new pair (the old one is spent).
+    pub fn refresh(
+        &self,
+        store: &Store,
+        refresh_token: &str,
+        now: i64,
+    ) -> Result<Value, RefreshError> {
+        if refresh_token.len() != 43 {
+            return Err(RefreshError::Invalid);
+        }
+        match store
+            .refresh_use(&hash(refresh_token), now)
+            .map_err(|_| RefreshError::Store)?
+        {
+            RefreshUse::Spent { user, family } => self
+                .issue(store, &user, Some(&family), now)
+                .map_err(|_| RefreshError::Store),
+            RefreshUse::Reused => Err(RefreshError::Reused),
+            RefreshUse::Invalid => Err(RefreshError::Invalid),
+        }
+    }
+
+    /// Revokes the family of a refresh token (logout).
+    pub fn revoke(&self, store: &Store, refresh_token: &str, now: i64) -> Result<bool, String> {
+        store.refresh_revoke_family_of(&hash(refresh_token), now)
+    }
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
