@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Manage OAuth clients (client credentials grant).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Print a new admin API token and the SHA-256 for `[admin] token_sha256`.
     AdminToken,
     /// Print a new P-256 signing key (PKCS#8 PEM) for `[auth.tokens] signing_keys`.
@@ -112,6 +117,93 @@ enum KeysCommand {
         /// Key id.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Add a client; its secret is printed once.
+    Add {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `client_id`.
+        #[arg(long)]
+        id: String,
+        /// A label.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Scopes the client may ask for, comma-separated.
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+    /// List clients as JSON (never secrets).
+    List {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Disable a client: it gets no new tokens.
+    Disable {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `client_id`.
+        id: String,
+    },
+}
+
+fn clients(cmd: ClientsCommand) -> Result<String, String> {
+    let config = match &cmd {
+        ClientsCommand::Add { config, .. }
+        | ClientsCommand::List { config }
+        | ClientsCommand::Disable { config, .. } => config,
+    };
+    let plan = config::load(config).map_err(|e| e.to_string())?;
+    let (Some(t), Some(path)) = (&plan.authn.tokens, &plan.store_path) else {
+        return Err("this config has no [auth.tokens]".into());
+    };
+    let store = crate::store::Store::open(path)?;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    match cmd {
+        ClientsCommand::Add {
+            id, name, scopes, ..
+        } => {
+            let scopes: Vec<String> = scopes
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            let secret = t
+                .create_client(&store, &id, &name, scopes.clone(), now)
+                .map_err(|e| {
+                    if e.contains("UNIQUE") {
+                        format!("client {id:?} exists")
+                    } else {
+                        e
+                    }
+                })?;
+            Ok(serde_json::to_string_pretty(
+                &serde_json::json!({"client_id": id, "client_secret": secret, "scopes": scopes}),
+            )
+            .unwrap_or_default())
+        }
+        ClientsCommand::List { .. } => {
+            Ok(serde_json::to_string_pretty(&store.client_list()?).unwrap_or_default())
+        }
+        ClientsCommand::Disable { id, .. } => {
+            if store.client_disable(&id)? {
+                Ok(format!("disabled {id}"))
+            } else {
+                Err(format!("no client {id:?}"))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +416,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Serve { config } => serve(&config),
+        Command::Clients { command } => match clients(command) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::SigningKey => match crate::authn::tokens::new_signing_key() {
             Ok(pem) => {
                 print!("{pem}");

@@ -264,3 +264,150 @@ async fn token_config_is_checked() {
         assert!(err.contains(needle), "{extra}: {err}");
     }
 }
+
+fn add_client(gw: &Gateway, id: &str, scopes: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["clients", "add", "--id", id, "--scopes", scopes, "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["client_secret"].as_str().unwrap().to_string()
+}
+
+async fn token_request(gw: &Gateway, form: &str, basic: Option<(&str, &str)>) -> Raw {
+    let auth = basic
+        .map(|(i, s)| {
+            format!(
+                "Authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(format!("{i}:{s}"))
+            )
+        })
+        .unwrap_or_default();
+    let req = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: gw.test\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    raw(gw.http(), req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn client_credentials_grant() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let secret = add_client(&gw, "svc-reports", "reports:read,reports:write");
+    // HTTP Basic, all scopes
+    let r = token_request(
+        &gw,
+        "grant_type=client_credentials",
+        Some(("svc-reports", &secret)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    assert_eq!(v["scope"], "reports:read reports:write");
+    assert!(
+        v.get("refresh_token").is_none(),
+        "no refresh token for client credentials"
+    );
+    assert_eq!(
+        with_token(&gw, v["access_token"].as_str().unwrap()).await,
+        200
+    );
+    let seen = up.last();
+    assert_eq!(seen.headers["x-portcullis-user"], "svc-reports");
+    assert_eq!(
+        seen.headers["x-portcullis-scopes"],
+        "reports:read reports:write"
+    );
+    // credentials in the form, narrower scope
+    let form = format!(
+        "grant_type=client_credentials&client_id=svc-reports&client_secret={secret}&scope=reports%3Aread"
+    );
+    let r = token_request(&gw, &form, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["scope"], "reports:read");
+    // errors carry RFC 6749 codes
+    let cases: Vec<(String, Option<(&str, &str)>, u16, &str)> = vec![
+        (
+            "grant_type=client_credentials".into(),
+            Some(("svc-reports", "wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials".into(),
+            Some(("nobody", "wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials".into(),
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials&scope=admin".into(),
+            Some(("svc-reports", &secret)),
+            400,
+            "invalid_scope",
+        ),
+        (
+            "grant_type=password&username=a&password=b".into(),
+            Some(("svc-reports", &secret)),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "scope=reports:read".into(),
+            Some(("svc-reports", &secret)),
+            400,
+            "invalid_request",
+        ),
+        (
+            "grant_type=client_credentials&grant_type=client_credentials".into(),
+            Some(("svc-reports", &secret)),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (form, basic, status, code) in cases {
+        let r = token_request(&gw, &form, basic).await;
+        assert_eq!(r.status, status, "{form}: {}", r.text());
+        assert_eq!(r.json()["error"], code, "{form}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        if status == 401 {
+            assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+        }
+        assert!(!r.text().contains(&secret));
+    }
+    // JSON is not the token endpoint's format
+    let r = post_json(
+        &gw,
+        "/oauth/token",
+        &json!({"grant_type": "client_credentials"}),
+    )
+    .await;
+    assert_problem(&r, 415, "unsupported-media-type");
+    // a disabled client gets nothing
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["clients", "disable", "svc-reports", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r = token_request(
+        &gw,
+        "grant_type=client_credentials",
+        Some(("svc-reports", &secret)),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}

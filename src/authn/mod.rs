@@ -199,10 +199,9 @@ impl Authn {
         self.sessions
             .as_ref()
             .is_some_and(|s| path == s.login_path || path == s.logout_path)
-            || self
-                .tokens
-                .as_ref()
-                .is_some_and(|t| path == t.jwks_path || path == t.refresh_path)
+            || self.tokens.as_ref().is_some_and(|t| {
+                path == t.jwks_path || path == t.refresh_path || path == t.token_path
+            })
     }
 }
 
@@ -234,6 +233,10 @@ pub async fn gateway_endpoint(
             http::HeaderValue::from_static("public, max-age=300"),
         );
         return Ok(r);
+    }
+    if let Some(t) = authn.tokens.as_ref().filter(|t| ctx.path == t.token_path) {
+        let _ = t;
+        return oauth_token(ctx, parts, body).await;
     }
     let (Some(s), Some(store)) = (&authn.sessions, plan.store.clone()) else {
         return Err(Rejection::Internal);
@@ -391,6 +394,159 @@ pub async fn gateway_endpoint(
             tracing::info!(target: "audit", event = "login", outcome = "failure", reason, username = %shown_name,
                            %client_ip, %request_id);
             Err(Rejection::LoginFailed)
+        }
+    }
+}
+
+/// `POST /oauth/token`: the OAuth 2.0 client credentials grant (RFC 6749
+/// §4.4). The client authenticates with HTTP Basic or `client_id` and
+/// `client_secret` in the form; errors carry the RFC's `error` code inside
+/// problem+json.
+async fn oauth_token(
+    ctx: &mut crate::context::RequestContext,
+    parts: http::request::Parts,
+    body: hyper::body::Incoming,
+) -> Result<http::Response<crate::body::Body>, Rejection> {
+    use http::{Method, StatusCode};
+    use http_body_util::BodyExt;
+
+    fn oauth_error(
+        status: StatusCode,
+        error: &'static str,
+        request_id: &str,
+    ) -> http::Response<crate::body::Body> {
+        let v = serde_json::json!({
+            "type": "urn:portcullis:problem:oauth", "title": status.canonical_reason().unwrap_or(""),
+            "status": status.as_u16(), "detail": "the token request was refused", "error": error,
+            "instance": format!("urn:portcullis:request:{request_id}"),
+        });
+        let mut r = http::Response::new(crate::body::Body::full(bytes::Bytes::from(v.to_string())));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Basic realm=\"portcullis\""),
+            );
+        }
+        r
+    }
+    if parts.method != Method::POST {
+        return Err(Rejection::MethodNotAllowed {
+            allow: http::HeaderValue::from_static("POST"),
+        });
+    }
+    ctx.credentials = true; // Cache-Control: no-store, always (RFC 6749 §5.1)
+    let rid = ctx.id_str().to_owned();
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !is_form {
+        return Err(Rejection::UnsupportedMediaType);
+    }
+    let bytes = http_body_util::Limited::new(body, 4096)
+        .collect()
+        .await
+        .map_err(|_| Rejection::BodyTooLarge { limit: 4096 })?
+        .to_bytes();
+    let form_decode = |v: &str| crate::canon::decode_segment(&v.replace('+', " "));
+    let mut form: Vec<(String, String)> = Vec::new();
+    for pair in String::from_utf8_lossy(&bytes)
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = form_decode(k);
+        if form.iter().any(|(x, _)| *x == k) {
+            return Ok(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &rid,
+            ));
+        }
+        form.push((k, form_decode(v)));
+    }
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if field("grant_type").as_deref() != Some("client_credentials") {
+        let code = if field("grant_type").is_some() {
+            "unsupported_grant_type"
+        } else {
+            "invalid_request"
+        };
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, code, &rid));
+    }
+    let basic = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(s, _)| s.eq_ignore_ascii_case("basic"))
+                .map(|(_, c)| c.trim().to_owned())
+        })
+        .and_then(|c| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(c).ok()
+        })
+        .and_then(|c| String::from_utf8(c).ok())
+        .and_then(|c| {
+            c.split_once(':').map(|(i, s)| {
+                (
+                    crate::canon::decode_segment(i),
+                    crate::canon::decode_segment(s),
+                )
+            })
+        });
+    let in_form = field("client_id").zip(field("client_secret"));
+    let (id, secret) = match (basic, in_form) {
+        (Some(b), None) => b,
+        (None, Some(f)) => f,
+        _ => {
+            return Ok(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                &rid,
+            ));
+        }
+    };
+    let scope = field("scope");
+    let (plan, now) = (
+        ctx.plan.clone(),
+        i64::try_from(unix_now()).unwrap_or(i64::MAX),
+    );
+    let client_ip = ctx.client_ip;
+    let shown: String = id.chars().filter(|c| !c.is_control()).take(64).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let (Some(t), Some(store)) = (&plan.authn.tokens, &plan.store) else {
+            return Err("server_error");
+        };
+        t.client_credentials(store, &id, &secret, scope.as_deref(), now)
+    })
+    .await
+    .map_err(|_| Rejection::Internal)?;
+    match out {
+        Ok(v) => {
+            tracing::info!(target: "audit", event = "client_token", outcome = "success", client_id = %shown, %client_ip, request_id = %rid);
+            Ok(json_response(&v))
+        }
+        Err(code) => {
+            tracing::info!(target: "audit", event = "client_token", outcome = "failure", reason = code, client_id = %shown, %client_ip, request_id = %rid);
+            let status = match code {
+                "invalid_client" => StatusCode::UNAUTHORIZED,
+                "server_error" => return Err(Rejection::Internal),
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Ok(oauth_error(status, code, &rid))
         }
     }
 }
@@ -621,6 +777,7 @@ fn compile_tokens(t: &file::Tokens, base: &Path) -> Result<tokens::Tokens, (&'st
     for (path, field) in [
         (&t.jwks_path, "jwks_path"),
         (&t.refresh_path, "refresh_path"),
+        (&t.token_path, "token_path"),
     ] {
         if crate::canon::canonicalize(path, 2048).ok().as_deref() != Some(path.as_str()) {
             return Err((field, format!("{path:?} is not a canonical path")));
@@ -638,6 +795,7 @@ fn compile_tokens(t: &file::Tokens, base: &Path) -> Result<tokens::Tokens, (&'st
         refresh,
         t.jwks_path.clone(),
         t.refresh_path.clone(),
+        t.token_path.clone(),
         &keys,
         base,
     )

@@ -409,6 +409,13 @@ pub struct Tokens {
     /// Where refresh tokens are exchanged (`POST {"refresh_token"}`).
     #[serde(default = "default_refresh_path")]
     pub refresh_path: String,
+    /// OAuth 2.0 token endpoint for the client credentials grant.
+    #[serde(default = "default_token_path")]
+    pub token_path: String,
+}
+
+fn default_token_path() -> String {
+    "/oauth/token".into()
 }
 
 /// One signing key.

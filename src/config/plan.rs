@@ -412,6 +412,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             [
                 (&t.jwks_path, "auth.tokens.jwks_path"),
                 (&t.refresh_path, "auth.tokens.refresh_path"),
+                (&t.token_path, "auth.tokens.token_path"),
             ]
         }))
         .collect();

@@ -98,7 +98,34 @@ const MIGRATIONS: &[&str] = &[
         revoked INTEGER
     ) STRICT;
     CREATE INDEX refresh_family ON refresh_tokens(family);",
+    // 4: OAuth clients (client credentials), secrets by SHA-256
+    "CREATE TABLE clients (
+        id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0
+    ) STRICT;",
 ];
+
+/// An OAuth client (service account).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientRecord {
+    /// `client_id`.
+    pub id: String,
+    /// SHA-256 of the secret.
+    #[serde(skip)]
+    pub secret_hash: Vec<u8>,
+    /// A label.
+    pub name: String,
+    /// Scopes the client may ask for.
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created: i64,
+    /// Disabled clients get no tokens.
+    pub disabled: bool,
+}
 
 /// family, user id, expires, used, revoked
 type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
@@ -500,6 +527,58 @@ impl Store {
                 params![hash, now],
             )
             .map(|n| n > 0)
+        })
+    }
+}
+
+fn row_to_client(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
+    let scopes: String = r.get(3)?;
+    Ok(ClientRecord {
+        id: r.get(0)?,
+        secret_hash: r.get(1)?,
+        name: r.get(2)?,
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        created: r.get(4)?,
+        disabled: r.get::<_, i64>(5)? != 0,
+    })
+}
+
+impl Store {
+    /// A client by id.
+    pub fn client_get(&self, id: &str) -> Result<Option<ClientRecord>, String> {
+        self.read(|c| {
+            c.prepare_cached("SELECT id, secret_hash, name, scopes, created, disabled FROM clients WHERE id = ?1")?
+                .query_row(params![id], row_to_client)
+                .optional()
+        })
+    }
+
+    /// All clients.
+    pub fn client_list(&self) -> Result<Vec<ClientRecord>, String> {
+        self.read(|c| {
+            c.prepare_cached("SELECT id, secret_hash, name, scopes, created, disabled FROM clients ORDER BY created, id")?
+                .query_map([], row_to_client)?
+                .collect()
+        })
+    }
+
+    /// Adds a client.
+    pub fn client_insert(&self, k: &ClientRecord) -> Result<(), String> {
+        let scopes = serde_json::to_string(&k.scopes).unwrap_or_else(|_| "[]".into());
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO clients (id, secret_hash, name, scopes, created, disabled) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![k.id, k.secret_hash, k.name, scopes, k.created, i64::from(k.disabled)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Disables a client.
+    pub fn client_disable(&self, id: &str) -> Result<bool, String> {
+        self.write(|c| {
+            c.execute("UPDATE clients SET disabled = 1 WHERE id = ?1", params![id])
+                .map(|n| n > 0)
         })
     }
 }
