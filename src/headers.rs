@@ -116,16 +116,24 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Request side of stage 2: hop-by-hop headers, the headers `Connection`
-/// names, and the gateway-owned headers (`X-Forwarded-*`, `Forwarded`,
-/// `X-Real-IP`, `X-Request-Id`), in one pass.
-pub fn strip_request(h: &mut HeaderMap) {
+/// names, the gateway-owned headers (`X-Forwarded-*`, `Forwarded`,
+/// `X-Real-IP`, `X-Request-Id`, `X-Portcullis-*`) and the configured
+/// identity headers (`auth.identity_headers`, lower-case, compared in their
+/// dashed form), in one pass.
+pub fn strip_request(h: &mut HeaderMap, identity_headers: &[String]) {
     let named = if h.contains_key(header::CONNECTION) {
         connection_named(h)
     } else {
         Vec::new()
     };
     remove_where(h, |k| {
-        is_hop_by_hop(k) || is_gateway_owned(k) || named.contains(k)
+        is_hop_by_hop(k)
+            || is_gateway_owned(k)
+            || named.contains(k)
+            || (!identity_headers.is_empty() && {
+                let dashed = k.as_str().replace('_', "-");
+                identity_headers.iter().any(|n| *n == dashed)
+            })
     });
 }
 

@@ -100,7 +100,7 @@ async fn run(
     check_head(&plan.limits, &parts.headers)?;
     // 2b. Hop-by-hop headers go before any stage reads headers, so every stage
     //     sees exactly the headers the upstream will see.
-    strip_request(&mut parts.headers);
+    strip_request(&mut parts.headers, &plan.identity_headers);
     // 2c. The canonical path: used by routing, every check and the upstream.
     ctx.path =
         canon::canonicalize(parts.uri.path(), plan.limits.max_path_bytes).map_err(|e| match e {

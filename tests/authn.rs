@@ -657,3 +657,26 @@ async fn key_family_must_match_the_algorithm_and_pem_keys_take_any_kid() {
         "the mismatched token reached the signature check"
     );
 }
+
+#[tokio::test]
+async fn configured_identity_headers_are_stripped_from_every_request() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{}{}\n[auth]\nidentity_headers = [\"X-User-Id\", \"x-tenant\"]\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES
+    );
+    let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "X-User-Id: root\r\nX_User_Id: root\r\nX-Tenant: acme\r\nX-Other: kept\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = up.last();
+    for h in ["x-user-id", "x_user_id", "x-tenant"] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the upstream");
+    }
+    assert_eq!(seen.headers["x-other"], "kept");
+}

@@ -1,7 +1,12 @@
 //! Tokens Portcullis issues: access tokens verified by its own JWT stage,
 //! the JWKS endpoint, refresh rotation with reuse detection, logout, and
 //! signing-key rotation across reloads.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 mod support;
 

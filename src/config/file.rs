@@ -384,6 +384,11 @@ pub struct Auth {
     pub sessions: Option<Sessions>,
     /// Access and refresh tokens Portcullis issues at login.
     pub tokens: Option<Tokens>,
+    /// More request headers that carry identity to your upstream (e.g. an
+    /// older `X-User-Id`): removed from every client request, like
+    /// `X-Portcullis-*`, so a client can never set them.
+    #[serde(default)]
+    pub identity_headers: Vec<String>,
 }
 
 /// `[auth.tokens]` (needs `[auth.sessions]` for the users).

@@ -67,6 +67,8 @@ pub struct Plan {
     pub router: Router,
     /// Authentication methods.
     pub authn: crate::authn::Authn,
+    /// Configured identity header names, lower-case, dashed.
+    pub identity_headers: Vec<String>,
     /// SQLite file, when something needs the store.
     pub store_path: Option<std::path::PathBuf>,
     /// The open store, attached when the plan is installed.
@@ -303,6 +305,16 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         .and_then(|n| cors_index(n, "cors.default".into(), &mut e));
 
     // --- auth
+    let mut identity_headers = Vec::new();
+    for (i, n) in f.auth.identity_headers.iter().enumerate() {
+        match HeaderName::from_bytes(n.to_ascii_lowercase().replace('_', "-").as_bytes()) {
+            Ok(h) => identity_headers.push(h.as_str().to_owned()),
+            Err(_) => e.push(
+                format!("auth.identity_headers[{i}]"),
+                format!("invalid header name {n:?}"),
+            ),
+        }
+    }
     let (authn, auth_errors) = crate::authn::compile(&f.auth, base, &mut warnings);
     for (path, m) in auth_errors {
         e.push(path, m);
@@ -462,6 +474,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         store_path,
         store: None,
         admin,
+        identity_headers,
         warnings,
     })
 }
