@@ -132,7 +132,7 @@ pub fn strip_request(h: &mut HeaderMap, identity_headers: &[String]) {
             || named.contains(k)
             || (!identity_headers.is_empty() && {
                 let dashed = k.as_str().replace('_', "-");
-                identity_headers.iter().any(|n| *n == dashed)
+                identity_headers.contains(&dashed)
             })
     });
 }
