@@ -38,6 +38,12 @@ pub fn render_config(ports: &DemoPorts, upstream: &str, admin_token_sha256: &str
 pub fn write_files(dir: &Path, ports: &DemoPorts, upstream: &str) -> Result<String, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     ensure_cert(dir)?;
+    let signing = dir.join("signing-key.pem");
+    if !signing.exists() {
+        let pem = crate::authn::tokens::new_signing_key()?;
+        write_private(&signing, pem.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", signing.display()))?;
+    }
     let secret = dir.join("api-key-secret");
     if !secret.exists() {
         let (s, _) = crate::admin::new_token()?;
@@ -96,10 +102,23 @@ fn seed(plan: &config::Plan, admin_token: &str) -> Result<serde_json::Value, Str
         None,
         now,
     )?;
+    let tokens = plan
+        .authn
+        .tokens
+        .as_ref()
+        .ok_or("the demo config lost [auth.tokens]")?;
+    let client_scopes = vec!["documents:read".to_string()];
+    let client_secret = tokens.create_client(
+        &store,
+        "reporting-client",
+        "demo",
+        client_scopes.clone(),
+        now,
+    )?;
     Ok(serde_json::json!({
         "users": users,
         "api_keys": [{"id": key.record.id, "key": key.key, "scopes": key.record.scopes}],
-        "clients": [],
+        "clients": [{"client_id": "reporting-client", "client_secret": client_secret, "scopes": client_scopes}],
         "admin_token": admin_token,
     }))
 }
@@ -186,7 +205,13 @@ Try (jq reads the credentials):
   PW=$(jq -r '.users[0].password' {d}/credentials.json)
   {c} -c /tmp/jar -H 'Content-Type: application/json' -d "{{\"username\":\"alice\",\"password\":\"$PW\"}}" {h}/auth/login
   {c} -b /tmp/jar {h}/api/v1/documents
-      a session cookie (__Host-, HttpOnly, Secure, SameSite=Strict)
+      a session cookie (__Host-, HttpOnly, Secure, SameSite=Strict); the login
+      answer also holds an access token (15 min) and a refresh token:
+  TOKEN=$({c} -H 'Content-Type: application/json' -d "{{\"username\":\"alice\",\"password\":\"$PW\"}}" {h}/auth/login | jq -r .access_token)
+  {c} -H "Authorization: Bearer $TOKEN" {h}/api/v1/documents
+  SECRET=$(jq -r '.clients[0].client_secret' {d}/credentials.json)
+  {c} -u reporting-client:$SECRET -d grant_type=client_credentials {h}/oauth/token
+      a token for a service account (OAuth 2.0 client credentials)
   {c} -b /tmp/jar -X POST -H 'Origin: https://evil.example' {h}/api/v1/posts
       403: cookie-authenticated writes must come from the same origin
   {c} -i {h}/internal/debug
