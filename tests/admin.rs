@@ -243,6 +243,14 @@ async fn admin_ends_all_sessions_of_a_user() {
     let users = admin(&gw, "GET", "/users", Some(TOKEN), "").await;
     assert_eq!(users.status, 200);
     assert!(users.text().contains("alice") && !users.text().contains("argon2"));
+    let list = admin(&gw, "GET", "/users/alice/sessions", Some(TOKEN), "").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json().as_array().unwrap().len(), 2);
+    let session_id = c1.split('=').nth(1).unwrap();
+    assert!(
+        !list.text().contains(session_id),
+        "session ids must never be listed"
+    );
     let r = admin(&gw, "DELETE", "/users/alice/sessions", Some(TOKEN), "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ended"], 2);
@@ -256,6 +264,57 @@ async fn admin_ends_all_sessions_of_a_user() {
     }
     assert_eq!(
         admin(&gw, "POST", "/users/nobody/disable", Some(TOKEN), "")
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn oauth_clients_through_the_admin_api() {
+    let up = Upstream::start().await;
+    let key = portcullis::authn::tokens::new_signing_key().unwrap();
+    let cfg = format!(
+        "{}{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{}\"\n\n[auth.sessions]\n[auth.tokens]\nissuer = \"https://gw.test\"\nsigning_keys = [{{ kid = \"k\", file = \"k.pem\" }}]\n",
+        base_config("", "behind_tls_proxy"),
+        ROUTES,
+        sha256_hex(TOKEN)
+    );
+    let gw = Gateway::start_raw_with(&up, &cfg, &[("k.pem", &key)])
+        .await
+        .unwrap();
+    let r = admin(
+        &gw,
+        "POST",
+        "/clients",
+        Some(TOKEN),
+        r#"{"id":"svc-a","name":"a","scopes":["x:read"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret = r.json()["client_secret"].as_str().unwrap().to_string();
+    assert_eq!(
+        admin(&gw, "POST", "/clients", Some(TOKEN), r#"{"id":"svc-a"}"#)
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        admin(&gw, "POST", "/clients", Some(TOKEN), r#"{"id":"bad id"}"#)
+            .await
+            .status,
+        400
+    );
+    let list = admin(&gw, "GET", "/clients", Some(TOKEN), "").await;
+    assert!(list.text().contains("svc-a") && !list.text().contains(&secret));
+    assert_eq!(
+        admin(&gw, "POST", "/clients/svc-a/disable", Some(TOKEN), "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        admin(&gw, "POST", "/clients/nope/disable", Some(TOKEN), "")
             .await
             .status,
         404

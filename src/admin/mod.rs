@@ -11,7 +11,11 @@
 //! GET  /users                 list users (never password hashes)
 //! POST /users/{name}/disable  disable and end all sessions -> 204
 //! POST /users/{name}/enable   -> 204
+//! GET  /users/{name}/sessions list a user's sessions (times only, never ids)
 //! DELETE /users/{name}/sessions  end all sessions of a user -> 200 {"ended": n}
+//! GET  /clients               list OAuth clients (never secrets)
+//! POST /clients               {"id","name","scopes":[..]} -> 201 {"client_id","client_secret"}
+//! POST /clients/{id}/disable  -> 204
 //! ```
 
 use std::convert::Infallible;
@@ -284,6 +288,69 @@ async fn handle(
                 }
             }
             _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
+        },
+        (&Method::GET, ["users", name, "sessions"]) => match &plan.store {
+            Some(s) if plan.authn.sessions.is_some() => match s.session_list_user(name) {
+                Ok(list) => {
+                    let list: Vec<Value> = list
+                        .into_iter()
+                        .map(|(c, l, e)| json!({"created": c, "last_seen": l, "expires": e}))
+                        .collect();
+                    reply(StatusCode::OK, Some(json!(list)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin: store error");
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+                }
+            },
+            _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
+        },
+        (&Method::GET, ["clients"]) => match (&plan.authn.tokens, &plan.store) {
+            (Some(_), Some(s)) => match s.client_list() {
+                Ok(list) => reply(StatusCode::OK, Some(json!(list))),
+                Err(e) => {
+                    tracing::error!(error = %e, "admin: store error");
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+                }
+            },
+            _ => problem(StatusCode::NOT_FOUND, "OAuth clients are not configured"),
+        },
+        (&Method::POST, ["clients"]) => match (&plan.authn.tokens, &plan.store) {
+            (Some(t), Some(s)) => {
+                let id = body.get("id").and_then(Value::as_str).unwrap_or("");
+                let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+                let scopes: Vec<String> = body
+                    .get("scopes")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match t.create_client(s, id, name, scopes.clone(), now()) {
+                    Ok(secret) => reply(
+                        StatusCode::CREATED,
+                        Some(json!({"client_id": id, "client_secret": secret, "scopes": scopes})),
+                    ),
+                    Err(e) if e.contains("UNIQUE") => {
+                        problem(StatusCode::CONFLICT, "a client with this id exists")
+                    }
+                    Err(e) => problem(StatusCode::BAD_REQUEST, &e),
+                }
+            }
+            _ => problem(StatusCode::NOT_FOUND, "OAuth clients are not configured"),
+        },
+        (&Method::POST, ["clients", id, "disable"]) => match (&plan.authn.tokens, &plan.store) {
+            (Some(_), Some(s)) => match s.client_disable(id) {
+                Ok(true) => reply(StatusCode::NO_CONTENT, None),
+                Ok(false) => problem(StatusCode::NOT_FOUND, "no such client"),
+                Err(e) => {
+                    tracing::error!(error = %e, "admin: store error");
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+                }
+            },
+            _ => problem(StatusCode::NOT_FOUND, "OAuth clients are not configured"),
         },
         (&Method::DELETE, ["users", name, "sessions"]) => match &plan.store {
             Some(s) if plan.authn.sessions.is_some() => match s.session_delete_user(name) {

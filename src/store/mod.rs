@@ -455,6 +455,19 @@ impl Store {
         })
     }
 
+    /// The sessions of a user (created, last_seen, expires), newest first;
+    /// never the ids.
+    pub fn session_list_user(&self, username: &str) -> Result<Vec<(i64, i64, i64)>, String> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT s.created, s.last_seen, s.expires FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE u.username = ?1 ORDER BY s.created DESC",
+            )?
+            .query_map(params![username], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect()
+        })
+    }
+
     /// Ends every session of a user; returns how many.
     pub fn session_delete_user(&self, username: &str) -> Result<usize, String> {
         self.write(|c| {
