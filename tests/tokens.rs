@@ -416,3 +416,75 @@ async fn client_credentials_grant() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test]
+async fn upstream_token_is_signed_by_the_gateway_and_cannot_be_forged() {
+    let up = Upstream::start().await;
+    let k1 = portcullis::authn::tokens::new_signing_key().unwrap();
+    let config = cfg(&["k1"]).replace(
+        "audience = \"gw-api\"",
+        "audience = \"gw-api\"\nupstream_token = true\nupstream_audience = \"orders-service\"",
+    );
+    let gw = Gateway::start_raw_with(&up, &config, &[("k1.pem", &k1)])
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "users",
+            "add",
+            "--username",
+            "alice",
+            "--roles",
+            "user",
+            "--config",
+        ])
+        .arg(&gw.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alices long password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let access = login(&gw).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = get(
+        gw.http(),
+        "/api/me",
+        &format!("Authorization: Bearer {access}\r\nX-Portcullis-Token: forged\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let internal = up.last().headers["x-portcullis-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(internal, "forged");
+    // verify it the way an upstream would: with the published JWKS
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&get(gw.http(), "/.well-known/jwks.json", "").await.body).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["orders-service"]);
+    v.set_issuer(&["https://gw.test"]);
+    let data = jsonwebtoken::decode::<Value>(&internal, &key, &v).unwrap();
+    assert_eq!(data.claims["auth"], "jwt");
+    assert_eq!(data.claims["roles"], json!(["user"]));
+    let ttl = data.claims["exp"].as_i64().unwrap() - data.claims["iat"].as_i64().unwrap();
+    assert_eq!(ttl, 60);
+    // a public route gets none, and a client's is stripped
+    let r = get(
+        gw.http(),
+        "/api/v1/users/1",
+        "X-Portcullis-Token: forged\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!up.last().headers.contains_key("x-portcullis-token"));
+}

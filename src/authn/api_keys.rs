@@ -260,6 +260,7 @@ impl ApiKeys {
             ),
             headers,
             key_id: Some(rec.id),
+            upstream_token: Default::default(),
         }))
     }
 

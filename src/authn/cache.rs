@@ -133,6 +133,7 @@ mod tests {
             claims: Arc::new(serde_json::Value::Null),
             headers: crate::authn::identity::IdentityHeaders::new("i", "s", &[], &[], None)
                 .unwrap_or_else(|_| unreachable!()),
+            upstream_token: Default::default(),
             key_id: None,
         })
     }

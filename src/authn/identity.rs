@@ -52,6 +52,24 @@ pub struct Identity {
     pub headers: IdentityHeaders,
     /// The API key's public id, for API-key identities (logged, never the key).
     pub key_id: Option<String>,
+    /// The signed upstream token, once made (reused while it has life left).
+    pub upstream_token: UpstreamTokenSlot,
+}
+
+/// A per-identity slot for the signed upstream token: `(value, exp)`.
+#[derive(Debug, Default)]
+pub struct UpstreamTokenSlot(pub std::sync::Mutex<Option<(http::HeaderValue, i64)>>);
+
+impl Clone for UpstreamTokenSlot {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for UpstreamTokenSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Header values that describe an identity to the upstream.
@@ -159,6 +177,7 @@ impl ClaimMap {
         };
         let headers = IdentityHeaders::new(issuer, &subject, &roles, &scopes, tenant.as_deref())?;
         Ok(Identity {
+            upstream_token: UpstreamTokenSlot::default(),
             key_id: None,
             headers,
             subject,

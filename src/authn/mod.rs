@@ -799,6 +799,10 @@ fn compile_tokens(t: &file::Tokens, base: &Path) -> Result<tokens::Tokens, (&'st
         &keys,
         base,
     )
+    .map(|mut tokens| {
+        tokens.upstream_audience = t.upstream_token.then(|| t.upstream_audience.clone());
+        tokens
+    })
     .map_err(|m| ("signing_keys", m))
 }
 

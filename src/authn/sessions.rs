@@ -249,6 +249,7 @@ impl Sessions {
                 json!({"sub": u.id, "username": u.username, "roles": u.roles, "attributes": u.attributes}),
             ),
             headers,
+            upstream_token: Default::default(),
             key_id: None,
         }))
     }

@@ -59,6 +59,8 @@ pub struct Tokens {
     pub refresh_path: String,
     /// OAuth token endpoint (client credentials).
     pub token_path: String,
+    /// `aud` of upstream tokens, when they are sent.
+    pub upstream_audience: Option<String>,
     /// The public keys, as served (JSON).
     pub jwks: Bytes,
     /// The public keys, for verification.
@@ -148,6 +150,7 @@ impl Tokens {
             jwks_path,
             refresh_path,
             token_path,
+            upstream_audience: None,
             jwks: Bytes::from(doc),
             public_keys,
             kid,
@@ -250,6 +253,37 @@ impl Tokens {
             json!({"access_token": token, "token_type": "Bearer", "expires_in": self.access_ttl,
                   "scope": scopes.join(" ")}),
         )
+    }
+
+    /// The `X-Portcullis-Token` value for an identity: reused while it has
+    /// more than 10 s left, else signed anew (valid 60 s).
+    pub fn upstream_token(
+        &self,
+        id: &crate::authn::Identity,
+        now: i64,
+    ) -> Option<http::HeaderValue> {
+        let aud = self.upstream_audience.as_ref()?;
+        let mut slot = id
+            .upstream_token
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((v, exp)) = slot.as_ref() {
+            if *exp - now > 10 {
+                return Some(v.clone());
+            }
+        }
+        let exp = now.saturating_add(60);
+        let claims = json!({
+            "iss": self.issuer, "aud": aud, "sub": id.subject, "roles": id.roles, "scope": id.scopes.join(" "),
+            "auth": id.method.as_str(), "src_iss": id.issuer, "tenant": id.tenant, "iat": now, "exp": exp,
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
+        let v = http::HeaderValue::from_str(&token).ok()?;
+        *slot = Some((v.clone(), exp));
+        Some(v)
     }
 
     /// Issues an access token and a refresh token (a new family unless one

@@ -417,6 +417,18 @@ pub struct Tokens {
     /// OAuth 2.0 token endpoint for the client credentials grant.
     #[serde(default = "default_token_path")]
     pub token_path: String,
+    /// Also send authenticated requests upstream with `X-Portcullis-Token`:
+    /// a 60-second JWT signed with the first signing key, so the upstream
+    /// can verify (against the JWKS) that the gateway made the claim.
+    #[serde(default)]
+    pub upstream_token: bool,
+    /// `aud` of the upstream token.
+    #[serde(default = "default_upstream_audience")]
+    pub upstream_audience: String,
+}
+
+fn default_upstream_audience() -> String {
+    "upstream".into()
 }
 
 fn default_token_path() -> String {

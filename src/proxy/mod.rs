@@ -122,6 +122,17 @@ impl Upstream {
         h.insert(HeaderName::from_static("x-request-id"), ctx.id.clone());
         if let Some(id) = &ctx.identity {
             set_identity(h, id);
+            if let Some(t) = &ctx.plan.authn.tokens {
+                let now = i64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                )
+                .unwrap_or(i64::MAX);
+                if let Some(v) = t.upstream_token(id, now) {
+                    h.insert(HeaderName::from_static("x-portcullis-token"), v);
+                }
+            }
         }
 
         let body = if body_is_empty(&parts, &body) {
