@@ -189,6 +189,30 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 }
 
 #[tokio::test]
+async fn a_new_password_revokes_refresh_tokens() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let t = login(&gw).await;
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["users", "passwd", "alice", "--config"])
+        .arg(&gw.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a completely new passphrase\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let r = post_json(&gw, "/auth/refresh", &json!({"refresh_token": refresh})).await;
+    assert_problem(&r, 401, "unauthenticated");
+}
+
+#[tokio::test]
 async fn logout_revokes_the_refresh_family() {
     let up = Upstream::start().await;
     let gw = start(&up).await;
@@ -393,6 +417,16 @@ async fn client_credentials_grant() {
         }
         assert!(!r.text().contains(&secret));
     }
+    // a malformed Basic header is a client authentication failure, even with form credentials
+    let form =
+        format!("grant_type=client_credentials&client_id=svc-reports&client_secret={secret}");
+    let req = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Basic !!!\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    let r = raw(gw.http(), req.as_bytes()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "invalid_client");
     // JSON is not the token endpoint's format
     let r = post_json(
         &gw,

@@ -507,6 +507,20 @@ async fn oauth_token(
                 )
             })
         });
+    let basic_present = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.len() >= 6 && v.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("basic "))
+        });
+    if basic_present && basic.is_none() {
+        return Ok(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            &rid,
+        ));
+    }
     let in_form = field("client_id").zip(field("client_secret"));
     let (id, secret) = match (basic, in_form) {
         (Some(b), None) => b,

@@ -166,7 +166,7 @@ impl Tokens {
             "roles": u.roles, "iat": now, "nbf": now, "exp": now.saturating_add(self.access_ttl),
             "jti": URL_SAFE_NO_PAD.encode(jti),
         });
-        if let Some(t) = u.attributes.get("tenant") {
+        if let Some(t) = u.attributes.get("tenant").filter(|t| t.is_string()) {
             claims["tenant"] = t.clone();
         }
         let mut header = Header::new(Algorithm::ES256);
@@ -232,7 +232,7 @@ impl Tokens {
             None => client.scopes.clone(),
             Some(s) => {
                 let asked: Vec<String> = s.split_ascii_whitespace().map(str::to_owned).collect();
-                if asked.iter().any(|a| !client.scopes.contains(a)) {
+                if asked.is_empty() || asked.iter().any(|a| !client.scopes.contains(a)) {
                     return Err("invalid_scope");
                 }
                 asked
@@ -292,28 +292,27 @@ impl Tokens {
         &self,
         store: &Store,
         u: &UserRecord,
-        family: Option<&str>,
+        family: Option<(&str, i64)>,
         now: i64,
     ) -> Result<Value, String> {
         let access = self.access_token(u, now)?;
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
         let refresh = URL_SAFE_NO_PAD.encode(raw);
-        let family = match family {
-            Some(f) => f.to_owned(),
+        let (family, expires) = match family {
+            Some((f, expires)) => (f.to_owned(), expires),
             None => {
                 let mut f = [0u8; 12];
                 getrandom::fill(&mut f).map_err(|e| format!("no randomness: {e}"))?;
-                URL_SAFE_NO_PAD.encode(f)
+                (
+                    URL_SAFE_NO_PAD.encode(f),
+                    now.saturating_add(self.refresh_ttl),
+                )
             }
         };
-        store.refresh_insert(
-            &hash(&refresh),
-            &family,
-            &u.id,
-            now,
-            now.saturating_add(self.refresh_ttl),
-        )?;
+        // A rotated token keeps its family's expiry: refreshing never extends
+        // a login beyond refresh_ttl.
+        store.refresh_insert(&hash(&refresh), &family, &u.id, now, expires)?;
         Ok(
             json!({"access_token": access, "token_type": "Bearer", "expires_in": self.access_ttl,
                   "refresh_token": refresh}),
@@ -334,8 +333,12 @@ impl Tokens {
             .refresh_use(&hash(refresh_token), now)
             .map_err(|_| RefreshError::Store)?
         {
-            RefreshUse::Spent { user, family } => self
-                .issue(store, &user, Some(&family), now)
+            RefreshUse::Spent {
+                user,
+                family,
+                expires,
+            } => self
+                .issue(store, &user, Some((&family, expires)), now)
                 .map_err(|_| RefreshError::Store),
             RefreshUse::Reused => Err(RefreshError::Reused),
             RefreshUse::Invalid => Err(RefreshError::Invalid),

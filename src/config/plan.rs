@@ -308,6 +308,17 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     let mut identity_headers = Vec::new();
     for (i, n) in f.auth.identity_headers.iter().enumerate() {
         match HeaderName::from_bytes(n.to_ascii_lowercase().replace('_', "-").as_bytes()) {
+            Ok(h)
+                if matches!(
+                    h.as_str(),
+                    "authorization" | "cookie" | "host" | "content-length" | "content-type"
+                ) =>
+            {
+                e.push(
+                    format!("auth.identity_headers[{i}]"),
+                    format!("{n:?} is not an identity header"),
+                )
+            }
             Ok(h) => identity_headers.push(h.as_str().to_owned()),
             Err(_) => e.push(
                 format!("auth.identity_headers[{i}]"),
@@ -428,6 +439,11 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             ]
         }))
         .collect();
+    for (i, (p, f)) in gateway_paths.iter().enumerate() {
+        if gateway_paths.iter().take(i).any(|(o, _)| o == p) {
+            e.push(*f, format!("{p:?} is used by two gateway endpoints"));
+        }
+    }
     {
         for (path, field) in gateway_paths {
             if !matches!(

@@ -198,7 +198,7 @@ Portcullis demo is running.
 
 Try (jq reads the credentials):
   {c} -i {h}/api/v1/users/u-alice
-      401: every /api/ route needs a session or an API key
+      401: every /api/ route needs a token, a session or an API key
   KEY=$(jq -r '.api_keys[0].key' {d}/credentials.json)
   {c} -i -H "X-API-Key: $KEY" {h}/api/v1/users/u-alice
       200 with security headers; no Server/X-Powered-By from the sample API

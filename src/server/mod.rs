@@ -204,13 +204,25 @@ impl Handle {
 
 async fn flush_key_uses(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut n: u64 = 0;
     loop {
         tick.tick().await;
+        n = n.wrapping_add(1);
+        let sweep = n % 60 == 1; // every 5 minutes (and at start)
         let plan = shared.plan.load_full();
-        if plan.authn.api_keys.is_some() && plan.store.is_some() {
+        if plan.store.is_some() {
             let _ = tokio::task::spawn_blocking(move || {
-                if let (Some(k), Some(s)) = (&plan.authn.api_keys, &plan.store) {
+                let Some(s) = &plan.store else { return };
+                if let Some(k) = &plan.authn.api_keys {
                     k.flush_uses(s);
+                }
+                if sweep {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    if let Err(e) = s.sweep(now) {
+                        tracing::warn!(error = %e, "could not remove expired sessions and refresh tokens");
+                    }
                 }
             })
             .await;

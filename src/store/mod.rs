@@ -139,6 +139,8 @@ pub enum RefreshUse {
         user: UserRecord,
         /// The family id.
         family: String,
+        /// The family's expiry: a rotated token never outlives the login.
+        expires: i64,
     },
     /// Presented a second time: the whole family is now revoked.
     Reused,
@@ -327,6 +329,11 @@ impl Store {
     }
 }
 
+/// Revokes every refresh token of a user (by user name); `?1` = username.
+const REVOKE_USER_REFRESH: &str =
+    "UPDATE refresh_tokens SET revoked = CAST(strftime('%s','now') AS INTEGER)
+     WHERE revoked IS NULL AND user_id = (SELECT id FROM users WHERE username = ?1)";
+
 const USER_COLS: &str = "id, username, password_hash, roles, attributes, disabled, created";
 
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
@@ -389,6 +396,7 @@ impl Store {
                 "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
                 params![username],
             )?;
+            c.execute(REVOKE_USER_REFRESH, params![username])?;
             Ok(n > 0)
         })
     }
@@ -399,6 +407,8 @@ impl Store {
             let n = c.execute("UPDATE users SET disabled = ?2 WHERE username = ?1", params![username, i64::from(disabled)])?;
             if disabled {
                 c.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", params![username])?;
+            c.execute(REVOKE_USER_REFRESH, params![username])?;
+                c.execute(REVOKE_USER_REFRESH, params![username])?;
             }
             Ok(n > 0)
         })
@@ -468,13 +478,29 @@ impl Store {
         })
     }
 
+    /// Deletes sessions and refresh tokens that expired more than a day ago
+    /// (refresh tokens are kept a day past expiry so a late reuse is still
+    /// recognised as reuse). Returns how many rows went.
+    pub fn sweep(&self, now: i64) -> Result<usize, String> {
+        self.write(|c| {
+            let a = c.execute("DELETE FROM sessions WHERE expires < ?1", params![now])?;
+            let b = c.execute(
+                "DELETE FROM refresh_tokens WHERE expires < ?1",
+                params![now - 86_400],
+            )?;
+            Ok(a + b)
+        })
+    }
+
     /// Ends every session of a user; returns how many.
     pub fn session_delete_user(&self, username: &str) -> Result<usize, String> {
         self.write(|c| {
-            c.execute(
+            let n = c.execute(
                 "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
                 params![username],
-            )
+            )?;
+            c.execute(REVOKE_USER_REFRESH, params![username])?;
+            Ok(n)
         })
     }
 }
@@ -527,7 +553,7 @@ impl Store {
             };
             tx.execute("UPDATE refresh_tokens SET used = ?2 WHERE hash = ?1", params![hash, now])?;
             tx.commit()?;
-            Ok(RefreshUse::Spent { user, family })
+            Ok(RefreshUse::Spent { user, family, expires })
         })
     }
 
