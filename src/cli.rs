@@ -163,12 +163,7 @@ fn clients(cmd: ClientsCommand) -> Result<String, String> {
         return Err("this config has no [auth.tokens]".into());
     };
     let store = crate::store::Store::open(path)?;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX);
+    let now = crate::unix_now();
     match cmd {
         ClientsCommand::Add {
             id, name, scopes, ..
@@ -276,12 +271,7 @@ fn users(cmd: UsersCommand) -> Result<String, String> {
         return Err("this config has no [auth.sessions]".into());
     };
     let store = crate::store::Store::open(path)?;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX);
+    let now = crate::unix_now();
     match cmd {
         UsersCommand::Add {
             username,
@@ -354,12 +344,7 @@ fn keys(cmd: KeysCommand) -> Result<String, String> {
         return Err("this config has no [auth.api_keys]".into());
     };
     let store = crate::store::Store::open(path)?;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX);
+    let now = crate::unix_now();
     let secs = |s: &str| {
         config::units::parse_duration(s).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     };

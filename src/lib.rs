@@ -35,6 +35,14 @@ pub mod route;
 pub mod server;
 pub mod store;
 
+/// Seconds since the Unix epoch (0 if the clock is before it), the unit the
+/// store and all tokens use.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Installs aws-lc-rs as the process-wide rustls provider (idempotent). The
 /// gateway passes its provider explicitly too; this covers clients (tests,
 /// later JWKS fetching) that use the default.

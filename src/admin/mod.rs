@@ -130,13 +130,9 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
     constant_time::verify_slices_are_equal(h.as_ref(), &admin.token_sha256).is_ok()
 }
 
-fn now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX)
+fn store_error(e: &str) -> Response<Full<Bytes>> {
+    tracing::error!(error = %e, "admin: store error");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
 }
 
 fn secs(v: Option<&Value>) -> Result<Option<i64>, String> {
@@ -215,10 +211,7 @@ async fn handle(
         (&Method::GET, ["keys"]) => match keys() {
             Ok((_, s)) => match s.key_list() {
                 Ok(list) => reply(StatusCode::OK, Some(json!(list))),
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             Err(()) => not_configured(),
         },
@@ -237,10 +230,12 @@ async fn handle(
                     .unwrap_or_default();
                 match secs(body.get("expires")) {
                     Err(e) => problem(StatusCode::BAD_REQUEST, &e),
-                    Ok(expires) => match k.create(s, owner, name, scopes, expires, now()) {
-                        Ok(new) => reply(StatusCode::CREATED, Some(json!(new))),
-                        Err(e) => problem(StatusCode::BAD_REQUEST, &e),
-                    },
+                    Ok(expires) => {
+                        match k.create(s, owner, name, scopes, expires, crate::unix_now()) {
+                            Ok(new) => reply(StatusCode::CREATED, Some(json!(new))),
+                            Err(e) => problem(StatusCode::BAD_REQUEST, &e),
+                        }
+                    }
                 }
             }
             Err(()) => not_configured(),
@@ -248,7 +243,7 @@ async fn handle(
         (&Method::POST, ["keys", id, "rotate"]) => match keys() {
             Ok((k, s)) => match secs(body.get("overlap")) {
                 Err(e) => problem(StatusCode::BAD_REQUEST, &e),
-                Ok(overlap) => match k.rotate(s, id, overlap, now()) {
+                Ok(overlap) => match k.rotate(s, id, overlap, crate::unix_now()) {
                     Ok(new) => reply(StatusCode::CREATED, Some(json!(new))),
                     Err(e) => problem(StatusCode::NOT_FOUND, &e),
                 },
@@ -256,23 +251,17 @@ async fn handle(
             Err(()) => not_configured(),
         },
         (&Method::POST, ["keys", id, "revoke"]) => match keys() {
-            Ok((_, s)) => match s.key_revoke(id, now()) {
+            Ok((_, s)) => match s.key_revoke(id, crate::unix_now()) {
                 Ok(true) => reply(StatusCode::NO_CONTENT, None),
                 Ok(false) => problem(StatusCode::NOT_FOUND, "no active key with this id"),
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             Err(()) => not_configured(),
         },
         (&Method::GET, ["users"]) => match &plan.store {
             Some(s) if plan.authn.sessions.is_some() => match s.user_list() {
                 Ok(list) => reply(StatusCode::OK, Some(json!(list))),
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
         },
@@ -281,10 +270,7 @@ async fn handle(
                 match s.user_set_disabled(name, *action == "disable") {
                     Ok(true) => reply(StatusCode::NO_CONTENT, None),
                     Ok(false) => problem(StatusCode::NOT_FOUND, "no such user"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "admin: store error");
-                        problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                    }
+                    Err(e) => store_error(&e),
                 }
             }
             _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
@@ -298,20 +284,14 @@ async fn handle(
                         .collect();
                     reply(StatusCode::OK, Some(json!(list)))
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
         },
         (&Method::GET, ["clients"]) => match (&plan.authn.tokens, &plan.store) {
             (Some(_), Some(s)) => match s.client_list() {
                 Ok(list) => reply(StatusCode::OK, Some(json!(list))),
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             _ => problem(StatusCode::NOT_FOUND, "OAuth clients are not configured"),
         },
@@ -328,7 +308,7 @@ async fn handle(
                             .collect()
                     })
                     .unwrap_or_default();
-                match t.create_client(s, id, name, scopes.clone(), now()) {
+                match t.create_client(s, id, name, scopes.clone(), crate::unix_now()) {
                     Ok(secret) => reply(
                         StatusCode::CREATED,
                         Some(json!({"client_id": id, "client_secret": secret, "scopes": scopes})),
@@ -345,20 +325,14 @@ async fn handle(
             (Some(_), Some(s)) => match s.client_disable(id) {
                 Ok(true) => reply(StatusCode::NO_CONTENT, None),
                 Ok(false) => problem(StatusCode::NOT_FOUND, "no such client"),
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             _ => problem(StatusCode::NOT_FOUND, "OAuth clients are not configured"),
         },
         (&Method::DELETE, ["users", name, "sessions"]) => match &plan.store {
             Some(s) if plan.authn.sessions.is_some() => match s.session_delete_user(name) {
                 Ok(n) => reply(StatusCode::OK, Some(json!({"ended": n}))),
-                Err(e) => {
-                    tracing::error!(error = %e, "admin: store error");
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-                }
+                Err(e) => store_error(&e),
             },
             _ => problem(StatusCode::NOT_FOUND, "users are not configured"),
         },

@@ -19,7 +19,7 @@ pub mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -114,7 +114,7 @@ impl Authn {
                     let Some(s) = &self.sessions else { continue };
                     let Some(id) = s.presented(h) else { continue };
                     let store = p.store.ok_or(Rejection::Internal)?;
-                    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                    let now = crate::unix_now();
                     let identity = match s.verify(store, id, now) {
                         Ok(i) => i,
                         Err(sessions::SessionError::Store) => return Err(Rejection::Internal),
@@ -136,7 +136,7 @@ impl Authn {
                         .map_err(|e| invalid("api_key", &e))?;
                     let Some(key) = presented else { continue };
                     let store = p.store.ok_or(Rejection::Internal)?;
-                    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+                    let now = crate::unix_now();
                     return match k.verify(store, &key, now) {
                         Ok(id) => {
                             tracing::debug!(
@@ -156,6 +156,16 @@ impl Authn {
     }
 }
 
+/// Whether the request's `Content-Type` is `mime` (parameters ignored).
+fn content_type_is(parts: &http::request::Parts, mime: &str) -> bool {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(mime))
+}
+
 /// Reads a small JSON body (at most 4 KiB, `application/json`).
 async fn json_body<T: serde::de::DeserializeOwned>(
     parts: &http::request::Parts,
@@ -163,15 +173,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     shape: &'static str,
 ) -> Result<T, Rejection> {
     use http_body_util::BodyExt;
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
+    let is_json = content_type_is(parts, "application/json");
     if !is_json {
         return Err(Rejection::UnsupportedMediaType);
     }
@@ -255,7 +257,7 @@ pub async fn gateway_endpoint(
     {
         return Err(Rejection::CsrfDenied);
     }
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let now = crate::unix_now();
     let request_id = ctx.id_str().to_owned();
     let client_ip = ctx.client_ip;
 
@@ -441,16 +443,7 @@ async fn oauth_token(
     }
     ctx.credentials = true; // Cache-Control: no-store, always (RFC 6749 §5.1)
     let rid = ctx.id_str().to_owned();
-    let is_form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|t| {
-                t.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
+    let is_form = content_type_is(&parts, "application/x-www-form-urlencoded");
     if !is_form {
         return Err(Rejection::UnsupportedMediaType);
     }
@@ -534,10 +527,7 @@ async fn oauth_token(
         }
     };
     let scope = field("scope");
-    let (plan, now) = (
-        ctx.plan.clone(),
-        i64::try_from(unix_now()).unwrap_or(i64::MAX),
-    );
+    let (plan, now) = (ctx.plan.clone(), crate::unix_now());
     let client_ip = ctx.client_ip;
     let shown: String = id.chars().filter(|c| !c.is_control()).take(64).collect();
     let out = tokio::task::spawn_blocking(move || {
@@ -566,9 +556,7 @@ async fn oauth_token(
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::unix_now()).unwrap_or(0)
 }
 
 /// The bearer token, if the request carries one. Several `Authorization`

@@ -67,12 +67,7 @@ fn seed(plan: &config::Plan, admin_token: &str) -> Result<serde_json::Value, Str
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     let store = crate::store::Store::open(path)?;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(i64::MAX);
+    let now = crate::unix_now();
     let mut users = Vec::new();
     for (id, name, role, dept) in [
         ("u-alice", "alice", "user", "finance"),

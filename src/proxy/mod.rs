@@ -123,12 +123,7 @@ impl Upstream {
         if let Some(id) = &ctx.identity {
             set_identity(h, id);
             if let Some(t) = &ctx.plan.authn.tokens {
-                let now = i64::try_from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                )
-                .unwrap_or(i64::MAX);
+                let now = crate::unix_now();
                 if let Some(v) = t.upstream_token(id, now) {
                     h.insert(HeaderName::from_static("x-portcullis-token"), v);
                 }

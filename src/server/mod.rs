@@ -217,9 +217,7 @@ async fn flush_key_uses(shared: Arc<Shared>) {
                     k.flush_uses(s);
                 }
                 if sweep {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let now = crate::unix_now();
                     if let Err(e) = s.sweep(now) {
                         tracing::warn!(error = %e, "could not remove expired sessions and refresh tokens");
                     }
