@@ -19,6 +19,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod canon;
 pub mod cli;

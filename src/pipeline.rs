@@ -151,7 +151,16 @@ async fn run(
             .await?;
         ctx.identity = Some(id);
     }
-    // 6–8: post-auth rate limit, authorization and validation plug in here.
+    // 6. (post-auth rate limit: rate-limiting issue)
+    // 7. Authorization: deny by default; other people's objects are 404.
+    let audit = crate::authz::Audit {
+        request_id: ctx.id_str(),
+        route: &route.name,
+        client_ip: ctx.client_ip,
+    };
+    plan.authz
+        .authorize(&route.authz, ctx.identity.as_deref(), &ctx.params, &audit)?;
+    // 8. (request validation: contract issue)
 
     // 9. Upstream. A declared length over the limit is refused before any
     //    connection is made; a stream that grows past it is cut off in flight.

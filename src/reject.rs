@@ -40,6 +40,9 @@ pub enum Rejection {
         /// A credential was present but is not valid.
         invalid: bool,
     },
+    /// Authorization refused (the detail never names the rule or role).
+    #[error("you do not have access to this resource")]
+    Forbidden,
     /// Login failed: unknown user, wrong password or disabled user (one answer).
     #[error("invalid username or password")]
     LoginFailed,
@@ -89,7 +92,7 @@ impl Rejection {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthenticated { .. } | Self::LoginFailed => StatusCode::UNAUTHORIZED,
-            Self::CsrfDenied => StatusCode::FORBIDDEN,
+            Self::CsrfDenied | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::CorsDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -112,6 +115,7 @@ impl Rejection {
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::LoginFailed => "login-failed",
             Self::CsrfDenied => "csrf",
+            Self::Forbidden => "forbidden",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::CorsDenied => "cors-denied",
             Self::BodyTooLarge { .. } => "body-too-large",
@@ -132,7 +136,7 @@ impl Rejection {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Unauthenticated { .. } | Self::LoginFailed => "Unauthorized",
-            Self::CsrfDenied => "Forbidden",
+            Self::CsrfDenied | Self::Forbidden => "Forbidden",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::CorsDenied => "Cross-origin request denied",
             Self::BodyTooLarge { .. } => "Request body too large",

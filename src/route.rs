@@ -28,6 +28,8 @@ pub struct Route {
     pub auth: crate::authn::RouteAuth,
     /// Query parameter that may carry an API key (off unless configured).
     pub api_key_query: Option<String>,
+    /// Authorization rules.
+    pub authz: crate::authz::RouteAuthz,
 }
 
 #[derive(Debug)]

@@ -141,7 +141,7 @@ async fn check_accepts_the_demo_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok: 5 routes"), "{stdout}");
+    assert!(stdout.contains("ok: 6 routes"), "{stdout}");
     assert!(
         !stdout.contains("warning"),
         "the demo config should be warning-free: {stdout}"
@@ -313,14 +313,16 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
 #[tokio::test]
 async fn demo_command_serves_the_sample_api_behind_the_gateway() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (https_port, http_port) = (free(), free());
+    // Hold all three listeners while choosing, so no port is handed out twice.
+    let held: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let (https_port, http_port, admin_port) = (ports[0], ports[1], ports[2]);
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
@@ -329,6 +331,8 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
             &https_port.to_string(),
             "--http-port",
             &http_port.to_string(),
+            "--admin-port",
+            &admin_port.to_string(),
             "--dir",
         ])
         .arg(dir.path())
@@ -339,7 +343,8 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
     let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let mut up = false;
     for _ in 0..400 {
-        if std::net::TcpStream::connect(http).is_ok() && dir.path().join("portcullis.toml").exists()
+        if std::net::TcpStream::connect(http).is_ok()
+            && dir.path().join("credentials.json").exists()
         {
             up = true;
             break;
@@ -393,7 +398,13 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
         401,
         "unauthenticated",
     );
-    let r = fetch("/api/v1/users/u-alice", true).await;
+    // the key's owner is a service, not u-alice: someone else's user object is 404
+    assert_problem(
+        &fetch("/api/v1/users/u-alice", true).await,
+        404,
+        "not-found",
+    );
+    let r = fetch("/api/v1/documents", true).await;
     assert_eq!(r.status, 200);
     assert!(r.header("x-powered-by").is_none() && r.header("server").is_none());
     assert_problem(&fetch("/internal/debug", true).await, 404, "not-found");

@@ -43,6 +43,9 @@ pub struct File {
     pub store: Store,
     /// The admin API (its own listener).
     pub admin: Option<Admin>,
+    /// Roles and the permissions they grant.
+    #[serde(default)]
+    pub authz: Authz,
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -370,6 +373,44 @@ pub struct Route {
     /// Also accept the API key in this query parameter (off by default: keys
     /// in URLs end up in logs and browser history).
     pub api_key_query: Option<String>,
+    /// Permissions the caller needs, all of them.
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Permissions of which the caller needs at least one.
+    #[serde(default)]
+    pub require_any: Vec<String>,
+    /// Object ownership by path: the parameter must name the caller.
+    pub owner: Option<Owner>,
+}
+
+/// `owner = { param = "id", equals = "sub", unless = ["users:read:any"] }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// Path parameter that holds the owner.
+    pub param: String,
+    /// `"sub"` (default) or `"tenant"`.
+    #[serde(default = "default_owner_equals")]
+    pub equals: String,
+    /// Permissions that bypass the check (e.g. for admins).
+    #[serde(default)]
+    pub unless: Vec<String>,
+}
+
+fn default_owner_equals() -> String {
+    "sub".into()
+}
+
+/// `[authz]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authz {
+    /// Role -> permissions it grants (`admin = ["users:*", "documents:*"]`).
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Role -> roles whose permissions it also has (`admin = ["user"]`).
+    #[serde(default)]
+    pub inherit: BTreeMap<String, Vec<String>>,
 }
 
 /// `[auth]`

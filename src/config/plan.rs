@@ -69,6 +69,8 @@ pub struct Plan {
     pub authn: crate::authn::Authn,
     /// Configured identity header names, lower-case, dashed.
     pub identity_headers: Vec<String>,
+    /// Roles and permissions.
+    pub authz: crate::authz::Authz,
     /// SQLite file, when something needs the store.
     pub store_path: Option<std::path::PathBuf>,
     /// The open store, attached when the plan is installed.
@@ -348,6 +350,15 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         Some(crate::admin::AdminPlan { addr, token_sha256 })
     });
 
+    // --- authz
+    let authz =
+        crate::authz::Authz::compile(&f.authz.roles, &f.authz.inherit).unwrap_or_else(|errs| {
+            for (path, m) in errs {
+                e.push(path, m);
+            }
+            crate::authz::Authz::default()
+        });
+
     // --- routes
     let mut routes = Vec::new();
     let mut entries = Vec::new();
@@ -396,6 +407,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             max_body: r.max_body.map_or(limits.max_body, |b| b.0),
             timeout: r.timeout.map(|t| t.0),
             api_key_query: r.api_key_query.clone(),
+            authz: compile_route_authz(r, i, &authz, &mut e, &mut warnings),
             auth: crate::authn::route_auth(
                 r.public,
                 r.auth.as_deref(),
@@ -491,8 +503,87 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         store: None,
         admin,
         identity_headers,
+        authz,
         warnings,
     })
+}
+
+fn compile_route_authz(
+    r: &file::Route,
+    i: usize,
+    authz: &crate::authz::Authz,
+    e: &mut Errs,
+    warnings: &mut Vec<String>,
+) -> crate::authz::RouteAuthz {
+    use crate::authz::{OwnerAttr, OwnerRule, Permission, RouteAuthz};
+    let perms = |list: &[String], field: &str, e: &mut Errs| -> Vec<Permission> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, s)| {
+                Permission::parse(s)
+                    .map_err(|m| e.push(format!("routes[{i}].{field}[{j}]"), m))
+                    .ok()
+            })
+            .collect()
+    };
+    let require = perms(&r.require, "require", e);
+    let require_any = perms(&r.require_any, "require_any", e);
+    let owner = r.owner.as_ref().and_then(|o| {
+        let equals = match o.equals.as_str() {
+            "sub" => OwnerAttr::Sub,
+            "tenant" => OwnerAttr::Tenant,
+            other => {
+                e.push(
+                    format!("routes[{i}].owner.equals"),
+                    format!("{other:?}: use \"sub\" or \"tenant\""),
+                );
+                return None;
+            }
+        };
+        let param_in_path = r
+            .path
+            .split('/')
+            .any(|seg| seg == format!("{{{}}}", o.param));
+        if !param_in_path {
+            e.push(
+                format!("routes[{i}].owner.param"),
+                format!("{:?} is not a {{param}} of {:?}", o.param, r.path),
+            );
+            return None;
+        }
+        let unless = perms(&o.unless, "owner.unless", e);
+        Some(OwnerRule {
+            param: o.param.clone(),
+            equals,
+            unless,
+        })
+    });
+    let rule = RouteAuthz {
+        require,
+        require_any,
+        owner,
+    };
+    if r.public && !rule.is_empty() {
+        e.push(
+            format!("routes[{i}]"),
+            "a public route cannot require permissions or ownership",
+        );
+    }
+    if !r.public && r.auth.is_some() && rule.is_empty() {
+        warnings.push(format!(
+            "routes[{i}] ({}) requires authentication but no permission: any authenticated caller may use it",
+            r.path
+        ));
+    }
+    for p in rule.require.iter().chain(&rule.require_any) {
+        if !authz.anyone_has(p) {
+            warnings.push(format!(
+                "routes[{i}] requires {:?}, which no role grants (only a scope can)",
+                p.as_string()
+            ));
+        }
+    }
+    rule
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
