@@ -121,11 +121,23 @@ impl http_body::Body for Body {
     }
 }
 
+/// The client's request body as a stage leaves it: still streaming, or read
+/// (bounded) because a stage needed to look at it.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Not read yet.
+    Stream(Incoming),
+    /// Read completely (within the route's limit).
+    Buffered(Bytes),
+}
+
 /// Request body sent upstream.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// No body.
     Empty,
+    /// A body a stage already read.
+    Full(Option<Bytes>),
     /// The client's stream with the bytes still allowed.
     Limited {
         /// The client's body.
@@ -147,6 +159,7 @@ impl http_body::Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Limited {
                 inner,
                 remaining,
@@ -172,6 +185,7 @@ impl http_body::Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Empty => true,
+            ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Limited { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -179,6 +193,7 @@ impl http_body::Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Limited { inner, .. } => inner.size_hint(),
         }
     }

@@ -160,11 +160,27 @@ async fn run(
     };
     plan.authz
         .authorize(&route.authz, ctx.identity.as_deref(), &ctx.params, &audit)?;
+    // A declared length over the limit is refused before anything is read or
+    // forwarded; a stream that grows past it is cut off.
+    check_content_length(&parts.headers, route.max_body)?;
+    // 7b. Ownership named in the body: read it (bounded by the route's limit).
+    let body = match &route.authz.body_owner {
+        Some(rule)
+            if matches!(
+                parts.method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            ) =>
+        {
+            let bytes = read_body(body, route.max_body).await?;
+            plan.authz
+                .check_body_owner(rule, ctx.identity.as_deref(), &bytes, &audit)?;
+            crate::body::RequestBody::Buffered(bytes)
+        }
+        _ => crate::body::RequestBody::Stream(body),
+    };
     // 8. (request validation: contract issue)
 
-    // 9. Upstream. A declared length over the limit is refused before any
-    //    connection is made; a stream that grows past it is cut off in flight.
-    check_content_length(&parts.headers, route.max_body)?;
+    // 9. Upstream.
     let upstream = plan
         .upstreams
         .get(route.upstream)
@@ -193,6 +209,25 @@ async fn run(
         });
     }
     Ok(Response::from_parts(parts, Body::stream(body)))
+}
+
+/// Reads a request body completely, at most `limit` bytes (413 above).
+async fn read_body(body: Incoming, limit: u64) -> Result<bytes::Bytes, Rejection> {
+    use http_body_util::BodyExt;
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    http_body_util::Limited::new(body, limit_usize)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Rejection::BodyTooLarge { limit }
+            } else {
+                Rejection::BadRequest("the request body could not be read")
+            }
+        })
 }
 
 fn check_content_length(h: &http::HeaderMap, max_body: u64) -> Result<(), Rejection> {

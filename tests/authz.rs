@@ -68,6 +68,16 @@ auth = ["jwt"]
 require_any = ["admin:stats", "ops:stats"]
 
 [[routes]]
+name = "posts"
+path = "/v1/posts"
+methods = ["POST"]
+upstream = "app"
+auth = ["jwt"]
+require = ["posts:create"]
+max_body = "512"
+owner_field = { pointer = "/author_id", unless = ["users:manage"] }
+
+[[routes]]
 name = "tenant"
 path = "/v1/tenants/{tenant}/invoices"
 methods = ["GET"]
@@ -248,4 +258,75 @@ async fn authz_config_is_checked() {
             .iter()
             .any(|w| w.contains("no permission"))
     );
+}
+
+#[tokio::test]
+async fn bodies_cannot_name_someone_else_as_owner() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let alice = token("u-alice", &["user"], "", None);
+    let carol = token("u-carol", &["admin"], "", None);
+    let post = |t: String, body: String, ctype: &'static str| {
+        let req = format!(
+            "POST /v1/posts HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer {t}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = gw.http();
+        async move { raw(addr, req.as_bytes()).await }
+    };
+    let mine = r#"{"author_id":"u-alice","title":"hi"}"#.to_string();
+    let r = post(alice.clone(), mine.clone(), "application/json").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        up.last().body_len,
+        mine.len(),
+        "the checked body must reach the upstream unchanged"
+    );
+    let before = up.count();
+    let theirs = r#"{"author_id":"u-bob","title":"hi"}"#.to_string();
+    assert_problem(
+        &post(alice.clone(), theirs.clone(), "application/json").await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &post(
+            alice.clone(),
+            r#"{"title":"hi"}"#.into(),
+            "application/json",
+        )
+        .await,
+        400,
+        "bad-request",
+    );
+    assert_problem(
+        &post(
+            alice.clone(),
+            r#"{"author_id":7}"#.into(),
+            "application/json",
+        )
+        .await,
+        400,
+        "bad-request",
+    );
+    assert_problem(
+        &post(alice.clone(), "not json".into(), "application/json").await,
+        400,
+        "bad-request",
+    );
+    let big = format!(r#"{{"author_id":"u-alice","pad":"{}"}}"#, "x".repeat(600));
+    assert_problem(
+        &post(alice.clone(), big, "application/json").await,
+        413,
+        "body-too-large",
+    );
+    assert_eq!(up.count(), before, "a refused body reached the upstream");
+    // a bypass permission may name someone else
+    assert_eq!(post(carol, theirs, "application/json").await.status, 200);
+    // chunked bodies are read the same way
+    let chunk = format!("{:x}\r\n{mine}\r\n0\r\n\r\n", mine.len());
+    let req = format!(
+        "POST /v1/posts HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer {alice}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}"
+    );
+    assert_eq!(raw(gw.http(), req.as_bytes()).await.status, 200);
 }

@@ -381,6 +381,23 @@ pub struct Route {
     pub require_any: Vec<String>,
     /// Object ownership by path: the parameter must name the caller.
     pub owner: Option<Owner>,
+    /// Object ownership in the JSON request body (POST/PUT/PATCH): the field
+    /// must name the caller, e.g. `{ pointer = "/author_id" }`.
+    pub owner_field: Option<OwnerField>,
+}
+
+/// `owner_field = { pointer = "/author_id", equals = "sub", unless = [...] }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerField {
+    /// JSON pointer (RFC 6901) of the field in the request body.
+    pub pointer: String,
+    /// `"sub"` (default) or `"tenant"`.
+    #[serde(default = "default_owner_equals")]
+    pub equals: String,
+    /// Permissions that allow naming someone else.
+    #[serde(default)]
+    pub unless: Vec<String>,
 }
 
 /// `owner = { param = "id", equals = "sub", unless = ["users:read:any"] }`

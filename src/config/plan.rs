@@ -558,10 +558,37 @@ fn compile_route_authz(
             unless,
         })
     });
+    let body_owner = r.owner_field.as_ref().and_then(|o| {
+        let equals = match o.equals.as_str() {
+            "sub" => OwnerAttr::Sub,
+            "tenant" => OwnerAttr::Tenant,
+            other => {
+                e.push(
+                    format!("routes[{i}].owner_field.equals"),
+                    format!("{other:?}: use \"sub\" or \"tenant\""),
+                );
+                return None;
+            }
+        };
+        if !o.pointer.starts_with('/') {
+            e.push(
+                format!("routes[{i}].owner_field.pointer"),
+                "a JSON pointer starts with '/', e.g. \"/author_id\"",
+            );
+            return None;
+        }
+        let unless = perms(&o.unless, "owner_field.unless", e);
+        Some(crate::authz::BodyOwnerRule {
+            pointer: o.pointer.clone(),
+            equals,
+            unless,
+        })
+    });
     let rule = RouteAuthz {
         require,
         require_any,
         owner,
+        body_owner,
     };
     if r.public && !rule.is_empty() {
         e.push(

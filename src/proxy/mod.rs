@@ -70,7 +70,7 @@ impl Upstream {
         &self,
         ctx: &RequestContext,
         mut parts: request::Parts,
-        body: Incoming,
+        body: crate::body::RequestBody,
         max_body: u64,
         timeout: Duration,
     ) -> Result<Response<PooledBody>, Rejection> {
@@ -130,14 +130,15 @@ impl Upstream {
             }
         }
 
-        let body = if body_is_empty(&parts, &body) {
-            ProxyBody::Empty
-        } else {
-            ProxyBody::Limited {
-                inner: body,
+        let body = match body {
+            crate::body::RequestBody::Buffered(b) if b.is_empty() => ProxyBody::Empty,
+            crate::body::RequestBody::Buffered(b) => ProxyBody::Full(Some(b)),
+            crate::body::RequestBody::Stream(s) if body_is_empty(&parts, &s) => ProxyBody::Empty,
+            crate::body::RequestBody::Stream(s) => ProxyBody::Limited {
+                inner: s,
                 remaining: max_body,
                 limit: max_body,
-            }
+            },
         };
         let req = Request::from_parts(parts, body);
         match tokio::time::timeout(timeout, self.pool.send(req)).await {
