@@ -216,7 +216,31 @@ async fn reload_swaps_valid_config_keeps_old_on_error_and_drops_nothing() {
 }
 
 /// Starts the real binary; returns the child and its HTTP address.
-fn spawn_binary(dir: &std::path::Path, cfg: &str) -> (std::process::Child, std::net::SocketAddr) {
+/// A spawned gateway process that is killed if the test ends early (a
+/// failing assertion must not leave a process holding a port).
+struct Reap(std::process::Child);
+
+impl std::ops::Deref for Reap {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reap {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_binary(dir: &std::path::Path, cfg: &str) -> (Reap, std::net::SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -238,7 +262,7 @@ fn spawn_binary(dir: &std::path::Path, cfg: &str) -> (std::process::Child, std::
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    (child, addr)
+    (Reap(child), addr)
 }
 
 fn binary_config(up: &Upstream, extra: &str) -> String {
@@ -324,22 +348,24 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
     drop(held);
     let (https_port, http_port, admin_port) = (ports[0], ports[1], ports[2]);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "demo",
-            "--https-port",
-            &https_port.to_string(),
-            "--http-port",
-            &http_port.to_string(),
-            "--admin-port",
-            &admin_port.to_string(),
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "demo",
+                "--https-port",
+                &https_port.to_string(),
+                "--http-port",
+                &http_port.to_string(),
+                "--admin-port",
+                &admin_port.to_string(),
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let mut up = false;
     for _ in 0..400 {
