@@ -176,7 +176,6 @@ async fn reload_through_the_admin_api_reports_errors() {
 
 #[tokio::test]
 async fn admin_ends_all_sessions_of_a_user() {
-    use std::io::Write;
     let up = Upstream::start().await;
     let cfg = format!(
         "{}{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = \"{}\"\n\n[auth.sessions]\n\n[[routes]]\npath = \"/me\"\nmethods = [\"GET\"]\nupstream = \"app\"\nauth = [\"session\"]\n",
@@ -185,28 +184,7 @@ async fn admin_ends_all_sessions_of_a_user() {
         sha256_hex(TOKEN)
     );
     let gw = Gateway::start_raw(&up, &cfg).await.unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "users",
-            "add",
-            "--username",
-            "alice",
-            "--roles",
-            "user",
-            "--config",
-        ])
-        .arg(&gw.config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alices long password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    add_user(&gw, "alice", "alices long password", "user");
     let login = |n: u8| {
         let body = r#"{"username":"alice","password":"alices long password"}"#;
         let req = format!(

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -39,44 +37,6 @@ async fn start(up: &Upstream, idle: &str, absolute: &str) -> Gateway {
         sessions_cfg(idle, absolute)
     );
     Gateway::start_raw(up, &cfg).await.unwrap()
-}
-
-fn users(gw: &Gateway, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("users")
-        .arg(args[0])
-        .arg("--config")
-        .arg(&gw.config)
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn add_user(gw: &Gateway, name: &str, password: &str, roles: &str) {
-    let (ok, out) = users(
-        gw,
-        &["add", "--username", name, "--roles", roles],
-        &format!("{password}\n"),
-    );
-    assert!(ok, "{out}");
 }
 
 async fn login(gw: &Gateway, user: &str, password: &str) -> Raw {
@@ -177,7 +137,7 @@ async fn login_failures_look_the_same_and_take_comparable_time() {
     let gw = start(&up, "30m", "12h").await;
     add_user(&gw, "bob", "bobs secret words", "user");
     add_user(&gw, "dora", "doras secret words", "user");
-    let (ok, out) = users(&gw, &["disable", "dora"], "");
+    let (ok, out) = users_cli(&gw, &["disable", "dora"], "");
     assert!(ok, "{out}");
     let mut bodies = Vec::new();
     let mut times = Vec::new();
@@ -277,7 +237,7 @@ async fn disabling_or_changing_the_password_ends_sessions() {
     let gw = start(&up, "30m", "12h").await;
     add_user(&gw, "frank", "franks secret words", "user");
     let c1 = cookie_of(&login(&gw, "frank", "franks secret words").await);
-    let (ok, out) = users(&gw, &["passwd", "frank"], "a brand new passphrase\n");
+    let (ok, out) = users_cli(&gw, &["passwd", "frank"], "a brand new passphrase\n");
     assert!(ok, "{out}");
     assert_eq!(
         get(gw.http(), "/me", &format!("Cookie: {c1}\r\n"))
@@ -293,7 +253,7 @@ async fn disabling_or_changing_the_password_ends_sessions() {
             .status,
         200
     );
-    let (ok, _) = users(&gw, &["disable", "frank"], "");
+    let (ok, _) = users_cli(&gw, &["disable", "frank"], "");
     assert!(ok);
     assert_eq!(
         get(gw.http(), "/me", &format!("Cookie: {c2}\r\n"))
@@ -301,11 +261,11 @@ async fn disabling_or_changing_the_password_ends_sessions() {
             .status,
         401
     );
-    let (ok, list) = users(&gw, &["list"], "");
+    let (ok, list) = users_cli(&gw, &["list"], "");
     assert!(ok && list.contains("frank") && !list.contains("argon2"));
-    let (ok, _) = users(&gw, &["add", "--username", "frank"], "another password\n");
+    let (ok, _) = users_cli(&gw, &["add", "--username", "frank"], "another password\n");
     assert!(!ok, "duplicate username accepted");
-    let (ok, _) = users(&gw, &["add", "--username", "gina"], "short\n");
+    let (ok, _) = users_cli(&gw, &["add", "--username", "gina"], "short\n");
     assert!(!ok, "a 5-byte password was accepted");
 }
 

@@ -10,8 +10,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,28 +50,7 @@ async fn start(up: &Upstream) -> Gateway {
     let gw = Gateway::start_raw_with(up, &cfg(&["k1"]), &[("k1.pem", &k1), ("k2.pem", &k2)])
         .await
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "users",
-            "add",
-            "--username",
-            "alice",
-            "--roles",
-            "user",
-            "--config",
-        ])
-        .arg(&gw.config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alices long password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    add_user(&gw, "alice", "alices long password", "user");
     gw
 }
 
@@ -194,20 +172,8 @@ async fn a_new_password_revokes_refresh_tokens() {
     let gw = start(&up).await;
     let t = login(&gw).await;
     let refresh = t["refresh_token"].as_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["users", "passwd", "alice", "--config"])
-        .arg(&gw.config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a completely new passphrase\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let (ok, out) = users_cli(&gw, &["passwd", "alice"], "a completely new passphrase\n");
+    assert!(ok, "{out}");
     let r = post_json(&gw, "/auth/refresh", &json!({"refresh_token": refresh})).await;
     assert_problem(&r, 401, "unauthenticated");
 }
@@ -462,28 +428,7 @@ async fn upstream_token_is_signed_by_the_gateway_and_cannot_be_forged() {
     let gw = Gateway::start_raw_with(&up, &config, &[("k1.pem", &k1)])
         .await
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "users",
-            "add",
-            "--username",
-            "alice",
-            "--roles",
-            "user",
-            "--config",
-        ])
-        .arg(&gw.config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"alices long password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    add_user(&gw, "alice", "alices long password", "user");
     let access = login(&gw).await["access_token"]
         .as_str()
         .unwrap()

@@ -498,3 +498,45 @@ pub async fn hyper_tls(gw: &Gateway, h2: bool, req: Request<Full<Bytes>>) -> (ht
         },
     )
 }
+
+/// Runs `portcullis users <args..> --config <gw config>` with `stdin`;
+/// returns success and stdout+stderr.
+pub fn users_cli(gw: &Gateway, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("users")
+        .args(args.iter().take(1))
+        .arg("--config")
+        .arg(&gw.config)
+        .args(args.iter().skip(1))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Adds a user through the CLI (asserting success).
+pub fn add_user(gw: &Gateway, name: &str, password: &str, roles: &str) {
+    let (ok, out) = users_cli(
+        gw,
+        &["add", "--username", name, "--roles", roles],
+        &format!("{password}\n"),
+    );
+    assert!(ok, "{out}");
+}
