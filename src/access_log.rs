@@ -83,6 +83,11 @@ impl LogSink {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Queues one complete line (ending in `\n`); never blocks.
+    pub fn write_line(&self, line: Vec<u8>) {
+        self.write(line);
+    }
+
     fn write(&self, line: Vec<u8>) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;

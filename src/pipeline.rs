@@ -28,6 +28,7 @@ use http::{Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessRecord, redact_query};
+use crate::authz::RequestFacts;
 use crate::body::Body;
 use crate::canon::{self, PathError};
 use crate::context::{ConnInfo, ListenerKind, RequestContext};
@@ -153,18 +154,18 @@ async fn run(
     }
     // 6. (post-auth rate limit: rate-limiting issue)
     // 7. Authorization: deny by default; other people's objects are 404.
-    let audit = crate::authz::Audit {
-        request_id: ctx.id_str(),
-        route: &route.name,
-        client_ip: ctx.client_ip,
-    };
-    plan.authz
-        .authorize(&route.authz, ctx.identity.as_deref(), &ctx.params, &audit)?;
+    let rules = &route.authz;
+    plan.authz.authorize(
+        rules,
+        ctx.identity.as_deref(),
+        &request_facts(ctx, &parts),
+        &access(ctx, route, &parts.method),
+    )?;
     // A declared length over the limit is refused before anything is read or
     // forwarded; a stream that grows past it is cut off.
     check_content_length(&parts.headers, route.max_body)?;
     // 7b. Ownership named in the body: read it (bounded by the route's limit).
-    let body = match &route.authz.body_owner {
+    let body = match &rules.body_owner {
         Some(rule)
             if matches!(
                 parts.method,
@@ -172,25 +173,71 @@ async fn run(
             ) =>
         {
             let bytes = read_body(body, route.max_body).await?;
-            plan.authz
-                .check_body_owner(rule, ctx.identity.as_deref(), &bytes, &audit)?;
+            plan.authz.check_body_owner(
+                rule,
+                ctx.identity.as_deref(),
+                &bytes,
+                &access(ctx, route, &parts.method),
+            )?;
             crate::body::RequestBody::Buffered(bytes)
         }
         _ => crate::body::RequestBody::Stream(body),
     };
-    // 8. (request validation: contract issue)
-
-    // 9. Upstream.
+    // 7c. Ownership known only from the object: writes (and HEAD) GET the
+    //     object first; other answers are read and checked at stage 10.
     let upstream = plan
         .upstreams
         .get(route.upstream)
         .ok_or(Rejection::Internal)?;
     let timeout = route.timeout.unwrap_or(upstream.response_timeout);
+    let owner = match (&rules.response_owner, ctx.identity.as_deref()) {
+        (Some(r), Some(id)) if plan.authz.response_owner_applies(r, id) => Some(r),
+        _ => None,
+    };
     ctx.upstream_called = true;
+    let prechecked = match owner {
+        Some(rule) if rule.prechecks(&parts.method) => {
+            precheck(ctx, route, upstream, rule, &parts, timeout).await?;
+            true
+        }
+        _ => false,
+    };
+    let check_answer = (owner.is_some() && !prechecked) || rules.has_response_policies();
+    if check_answer {
+        // The answer must arrive whole and readable: no compression, no
+        // ranges, no 304 in place of the object.
+        for h in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            parts.headers.remove(h);
+        }
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    // Response conditions may read the request: keep what they see.
+    let kept = rules.has_response_policies().then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    // 8. (request validation: contract issue)
+
+    // 9. Upstream.
+    let method = parts.method.clone();
     // Boxed: the exchange is the largest state of this future, and hyper moves
     // the request future into place once per request; a small allocation is
     // cheaper than copying kilobytes.
-    let resp = Box::pin(upstream.forward(ctx, parts, body, route.max_body, timeout)).await?;
+    let ctx_ref: &RequestContext = ctx;
+    let resp =
+        Box::pin(upstream.forward(ctx_ref, parts, &ctx_ref.path, body, route.max_body, timeout))
+            .await?;
 
     // 10. Response filtering.
     let (mut parts, body) = resp.into_parts();
@@ -208,7 +255,198 @@ async fn run(
             retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
         });
     }
-    Ok(Response::from_parts(parts, Body::stream(body)))
+    // 10b. Authorization of the answer: ownership, list filtering, response
+    //      conditions (stage 7c decided whether it is read).
+    let body = match ctx.identity.as_deref() {
+        Some(id) if check_answer && parts.status.is_success() && method != http::Method::HEAD => {
+            let bytes =
+                read_upstream(ctx, &parts, body, rules.max_buffered_response, timeout).await?;
+            let facts = match &kept {
+                Some((m, uri, h)) => RequestFacts {
+                    method: m,
+                    path: &ctx.path,
+                    params: &ctx.params,
+                    query: uri.query(),
+                    headers: h,
+                    ip: ctx.client_ip,
+                },
+                None => RequestFacts {
+                    method: &method,
+                    path: &ctx.path,
+                    params: &ctx.params,
+                    query: None,
+                    headers: &parts.headers,
+                    ip: ctx.client_ip,
+                },
+            };
+            let checked = plan.authz.check_response(
+                rules,
+                owner.filter(|_| !prechecked),
+                id,
+                &facts,
+                parts.status.as_u16(),
+                &bytes,
+                &access(ctx, route, &method),
+            )?;
+            match checked {
+                Some(filtered) => {
+                    for h in [header::CONTENT_LENGTH, header::ETAG] {
+                        parts.headers.remove(h);
+                    }
+                    Body::full(filtered)
+                }
+                None => Body::full(bytes),
+            }
+        }
+        _ => Body::stream(body),
+    };
+    if rules.audit {
+        if let Some(id) = ctx.identity.as_deref() {
+            access(ctx, route, &method).allow(&id.subject);
+        }
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+fn access<'a>(
+    ctx: &'a RequestContext,
+    route: &'a crate::route::Route,
+    method: &'a http::Method,
+) -> crate::audit::Access<'a> {
+    crate::audit::Access {
+        sink: ctx.plan.audit_sink.as_deref(),
+        request_id: ctx.id_str(),
+        route: &route.name,
+        method,
+        path: &ctx.path,
+        client_ip: ctx.client_ip,
+    }
+}
+
+fn request_facts<'a>(ctx: &'a RequestContext, parts: &'a request::Parts) -> RequestFacts<'a> {
+    RequestFacts {
+        method: &parts.method,
+        path: &ctx.path,
+        params: &ctx.params,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        ip: ctx.client_ip,
+    }
+}
+
+/// Stage 7c: GET the object a write (or HEAD) is about and check its owner.
+/// The upstream's 404 stays 404; any other refusal becomes 404 too (the
+/// caller learns nothing about someone else's object); 5xx is passed as such.
+async fn precheck(
+    ctx: &RequestContext,
+    route: &crate::route::Route,
+    upstream: &crate::proxy::Upstream,
+    rule: &crate::authz::ResponseOwnerRule,
+    parts: &request::Parts,
+    timeout: std::time::Duration,
+) -> Result<(), Rejection> {
+    let target = rule.precheck_target(&ctx.params, &ctx.path);
+    let (mut pre, ()) = Request::new(()).into_parts();
+    pre.method = http::Method::GET;
+    pre.headers = parts.headers.clone();
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        pre.headers.remove(h);
+    }
+    pre.headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let resp = Box::pin(upstream.forward(
+        ctx,
+        pre,
+        &target,
+        crate::body::RequestBody::Buffered(bytes::Bytes::new()),
+        0,
+        timeout,
+    ))
+    .await?;
+    let (parts, body) = resp.into_parts();
+    if parts.status.is_server_error() {
+        return Err(Rejection::UpstreamFailed {
+            status: parts.status,
+            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
+        });
+    }
+    if !parts.status.is_success() {
+        return Err(Rejection::NotFound);
+    }
+    let bytes = read_upstream(
+        ctx,
+        &parts,
+        body,
+        route.authz.max_buffered_response,
+        timeout,
+    )
+    .await?;
+    let id = ctx.identity.as_deref().ok_or(Rejection::Forbidden)?;
+    plan_authz(ctx).check_precheck(rule, id, &bytes, &access(ctx, route, &http::Method::GET))
+}
+
+fn plan_authz(ctx: &RequestContext) -> &crate::authz::Authz {
+    &ctx.plan.authz
+}
+
+/// Reads an upstream answer whole to check it: at most `limit` bytes, within
+/// `timeout`, not compressed. Anything else is 502 (never passed unchecked).
+async fn read_upstream(
+    ctx: &RequestContext,
+    parts: &http::response::Parts,
+    body: crate::proxy::PooledBody,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, Rejection> {
+    use http_body_util::BodyExt;
+    let unverifiable = |why: &'static str| {
+        tracing::warn!(
+            request_id = ctx.id_str(),
+            reason = why,
+            "upstream response could not be checked"
+        );
+        Rejection::UpstreamUnverifiable
+    };
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(unverifiable("compressed response"));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(unverifiable("larger than max_buffered_response"));
+    }
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(Rejection::UpstreamTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(unverifiable("larger than max_buffered_response"))
+        }
+        Ok(Err(_)) => Err(Rejection::UpstreamUnavailable),
+    }
 }
 
 /// Reads a request body completely, at most `limit` bytes (413 above).

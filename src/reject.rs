@@ -78,6 +78,11 @@ pub enum Rejection {
         /// The upstream's `Retry-After`, kept (it helps clients, leaks nothing).
         retry_after: Option<HeaderValue>,
     },
+    /// The upstream's response could not be checked (not JSON, not the
+    /// expected shape, or larger than the bound for checked responses); it is
+    /// discarded rather than passed on unchecked.
+    #[error("the upstream response could not be checked")]
+    UpstreamUnverifiable,
     /// A failure inside the gateway.
     #[error("internal error")]
     Internal,
@@ -97,7 +102,7 @@ impl Rejection {
             Self::CorsDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable | Self::UpstreamUnverifiable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamFailed { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -123,6 +128,7 @@ impl Rejection {
             Self::UpstreamUnavailable => "upstream-unavailable",
             Self::UpstreamTimeout => "upstream-timeout",
             Self::UpstreamFailed { .. } => "upstream-error",
+            Self::UpstreamUnverifiable => "upstream-unverifiable",
             Self::Internal => "internal",
         }
     }
@@ -141,7 +147,7 @@ impl Rejection {
             Self::CorsDenied => "Cross-origin request denied",
             Self::BodyTooLarge { .. } => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
-            Self::UpstreamUnavailable => "Bad gateway",
+            Self::UpstreamUnavailable | Self::UpstreamUnverifiable => "Bad gateway",
             Self::UpstreamTimeout => "Gateway timeout",
             Self::UpstreamFailed { .. } => "Upstream error",
             Self::Internal => "Internal error",

@@ -296,7 +296,14 @@ pub async fn gateway_endpoint(
         })
         .await
         .map_err(|_| Rejection::Internal)?;
-        tracing::info!(target: "audit", event = "logout", %request_id, session_ended = ended, refresh_family_revoked = revoked);
+        crate::audit::emit(
+            plan.audit_sink.as_deref(),
+            "logout",
+            serde_json::json!({
+                "request_id": request_id.to_string(), "client_ip": ctx.client_ip,
+                "session_ended": ended, "refresh_family_revoked": revoked,
+            }),
+        );
         let mut r = Response::new(crate::body::Body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;
         r.headers_mut().insert(header::SET_COOKIE, s.clear_cookie());
@@ -325,7 +332,14 @@ pub async fn gateway_endpoint(
             }
             Err(tokens::RefreshError::Store) => Err(Rejection::Internal),
             Err(e) => {
-                tracing::info!(target: "audit", event = "refresh", outcome = "failure", reason = %e, %client_ip, %request_id);
+                crate::audit::emit(
+                    plan.audit_sink.as_deref(),
+                    "refresh",
+                    serde_json::json!({
+                        "outcome": "failure", "reason": e.to_string(),
+                        "client_ip": client_ip.to_string(), "request_id": request_id.to_string(),
+                    }),
+                );
                 Err(Rejection::Unauthenticated { invalid: true })
             }
         };
@@ -377,8 +391,14 @@ pub async fn gateway_endpoint(
     })?;
     match outcome {
         Ok((cookie, user, tokens)) => {
-            tracing::info!(target: "audit", event = "login", outcome = "success", username = %shown_name,
-                           user_id = %user.id, %client_ip, %request_id);
+            crate::audit::emit(
+                plan.audit_sink.as_deref(),
+                "login",
+                serde_json::json!({
+                    "outcome": "success", "username": shown_name.to_string(), "user_id": user.id,
+                    "client_ip": client_ip.to_string(), "request_id": request_id.to_string(),
+                }),
+            );
             let mut body = serde_json::json!({"user": {"id": user.id, "username": user.username, "roles": user.roles}});
             if let Some(t) = tokens {
                 if let (Some(obj), Some(tobj)) = (body.as_object_mut(), t.as_object()) {
@@ -393,8 +413,14 @@ pub async fn gateway_endpoint(
             Ok(r)
         }
         Err(reason) => {
-            tracing::info!(target: "audit", event = "login", outcome = "failure", reason, username = %shown_name,
-                           %client_ip, %request_id);
+            crate::audit::emit(
+                plan.audit_sink.as_deref(),
+                "login",
+                serde_json::json!({
+                    "outcome": "failure", "reason": reason.to_string(), "username": shown_name.to_string(),
+                    "client_ip": client_ip.to_string(), "request_id": request_id.to_string(),
+                }),
+            );
             Err(Rejection::LoginFailed)
         }
     }
@@ -540,11 +566,25 @@ async fn oauth_token(
     .map_err(|_| Rejection::Internal)?;
     match out {
         Ok(v) => {
-            tracing::info!(target: "audit", event = "client_token", outcome = "success", client_id = %shown, %client_ip, request_id = %rid);
+            crate::audit::emit(
+                ctx.plan.audit_sink.as_deref(),
+                "client_token",
+                serde_json::json!({
+                    "outcome": "success", "client_id": shown.to_string(),
+                    "client_ip": client_ip.to_string(), "request_id": rid.to_string(),
+                }),
+            );
             Ok(json_response(&v))
         }
         Err(code) => {
-            tracing::info!(target: "audit", event = "client_token", outcome = "failure", reason = code, client_id = %shown, %client_ip, request_id = %rid);
+            crate::audit::emit(
+                ctx.plan.audit_sink.as_deref(),
+                "client_token",
+                serde_json::json!({
+                    "outcome": "failure", "reason": code, "client_id": shown.to_string(),
+                    "client_ip": client_ip.to_string(), "request_id": rid.to_string(),
+                }),
+            );
             let status = match code {
                 "invalid_client" => StatusCode::UNAUTHORIZED,
                 "server_error" => return Err(Rejection::Internal),

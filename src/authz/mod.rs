@@ -14,13 +14,25 @@
 //!   a bypass permission is held; a mismatch is 404, so other people's
 //!   objects are not even confirmed to exist.
 //!
+//! * Object ownership in the request body (`owner_field`), in the upstream's
+//!   response (`response_owner`, with list filtering and write prechecks:
+//!   `response.rs`), and CEL conditions (`allow_if`, named `[authz.policies]`:
+//!   `policy.rs`).
+//!
 //! Every denial is an audit event (request id, subject, route, the rule's
-//! name, client ip).
+//! name, client ip); so is every allowed request on a route with `audit = true`.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod policy;
+pub mod response;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::audit::Access;
 use crate::authn::Identity;
 use crate::reject::Rejection;
+pub use policy::{Facts, Policy, PolicyEnv};
+pub use response::ResponseOwnerRule;
 
 /// A permission, split into segments once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +118,15 @@ pub struct RouteAuthz {
     pub require_any: Vec<Permission>,
     /// Path-bound ownership.
     pub owner: Option<OwnerRule>,
+    /// Ownership read from the upstream's response.
+    pub response_owner: Option<ResponseOwnerRule>,
+    /// CEL conditions (`allow_if` and named ones), all must hold; those
+    /// that name `response` are checked on the response.
+    pub policies: Vec<Arc<Policy>>,
+    /// Record allowed requests too.
+    pub audit: bool,
+    /// Bound for a response read whole to be checked.
+    pub max_buffered_response: u64,
 }
 
 impl RouteAuthz {
@@ -115,22 +136,58 @@ impl RouteAuthz {
             && self.require_any.is_empty()
             && self.owner.is_none()
             && self.body_owner.is_none()
+            && self.response_owner.is_none()
+            && self.policies.is_empty()
+    }
+
+    /// Whether some condition is checked on the response.
+    pub fn has_response_policies(&self) -> bool {
+        self.policies.iter().any(|p| p.on_response)
     }
 }
 
-/// The compiled `[authz]`: role -> flattened permissions.
-#[derive(Debug, Default)]
+/// The compiled `[authz]`: role -> flattened permissions, named conditions.
+#[derive(Debug)]
 pub struct Authz {
     roles: HashMap<String, Vec<Permission>>,
+    /// The CEL environment and time zone.
+    pub policy_env: PolicyEnv,
+    /// `[authz.policies]`, compiled.
+    pub named: HashMap<String, Arc<Policy>>,
+}
+
+impl Default for Authz {
+    fn default() -> Self {
+        Self {
+            roles: HashMap::new(),
+            policy_env: PolicyEnv::utc(),
+            named: HashMap::new(),
+        }
+    }
 }
 
 impl Authz {
-    /// Flattens roles with inheritance; errors name the TOML path.
+    /// Flattens roles with inheritance and compiles the named conditions;
+    /// errors name the TOML path. `secret_headers` are hidden from conditions.
     pub fn compile(
-        roles: &BTreeMap<String, Vec<String>>,
-        inherit: &BTreeMap<String, Vec<String>>,
+        f: &crate::config::file::Authz,
+        secret_headers: &[&str],
     ) -> Result<Self, Vec<(String, String)>> {
+        let (roles, inherit) = (&f.roles, &f.inherit);
         let mut errors = Vec::new();
+        let policy_env = PolicyEnv::new(&f.time_zone, secret_headers).unwrap_or_else(|m| {
+            errors.push(("authz.time_zone".to_string(), m));
+            PolicyEnv::utc()
+        });
+        let mut named = HashMap::new();
+        for (name, src) in &f.policies {
+            match policy_env.compile(&format!("policy {name}"), src) {
+                Ok(p) => {
+                    named.insert(name.clone(), Arc::new(p));
+                }
+                Err(m) => errors.push((format!("authz.policies.{name}"), m)),
+            }
+        }
         let mut direct: HashMap<&str, Vec<Permission>> = HashMap::new();
         for (role, perms) in roles {
             let mut list = Vec::new();
@@ -183,7 +240,11 @@ impl Authz {
             flat.insert(role.clone(), perms);
         }
         if errors.is_empty() {
-            Ok(Self { roles: flat })
+            Ok(Self {
+                roles: flat,
+                policy_env,
+                named,
+            })
         } else {
             Err(errors)
         }
@@ -194,7 +255,8 @@ impl Authz {
         self.roles.values().flatten().any(|g| g.grants(p))
     }
 
-    fn has(&self, id: &Identity, needed: &Permission) -> bool {
+    /// Whether the identity holds `needed` through a role or a scope.
+    pub fn has(&self, id: &Identity, needed: &Permission) -> bool {
         let scopes = id.scopes.iter().filter_map(|s| Permission::parse(s).ok());
         let from_roles = id
             .roles
@@ -205,15 +267,16 @@ impl Authz {
         scopes.chain(from_roles).any(|g| g.grants(needed))
     }
 
-    /// Stage 7 for one request. `params` are the route's path parameters
-    /// (percent-encoded as in the canonical path).
+    /// Stage 7 for one request: permissions, path ownership, then the
+    /// request-phase conditions (cheapest first).
     pub fn authorize(
         &self,
         rule: &RouteAuthz,
         id: Option<&Identity>,
-        params: &[(String, String)],
-        audit: &Audit<'_>,
+        req: &RequestFacts<'_>,
+        audit: &Access<'_>,
     ) -> Result<(), Rejection> {
+        let params = req.params;
         if rule.is_empty() {
             return Ok(());
         }
@@ -248,7 +311,70 @@ impl Authz {
                 }
             }
         }
+        if !rule.policies.is_empty() {
+            let facts = req.facts(id, None);
+            for p in rule.policies.iter().filter(|p| !p.on_response) {
+                if !self.holds(p, &facts, audit) {
+                    return Err(Rejection::Forbidden);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Evaluates one condition; a denial (false or an error) is audited
+    /// with the condition's name, and an error is logged with its reason.
+    pub fn holds(&self, p: &Policy, facts: &Facts<'_>, audit: &Access<'_>) -> bool {
+        match self.policy_env.eval(p, facts) {
+            Ok(true) => true,
+            Ok(false) => {
+                audit.deny(&facts.identity.subject, &p.name);
+                false
+            }
+            Err(reason) => {
+                tracing::info!(request_id = audit.request_id, policy = %p.name, %reason,
+                               "condition could not be evaluated; denied");
+                audit.deny(&facts.identity.subject, &format!("{} (error)", p.name));
+                false
+            }
+        }
+    }
+}
+
+/// The parts of a request conditions can see.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// Method.
+    pub method: &'a http::Method,
+    /// Canonical path.
+    pub path: &'a str,
+    /// Route parameters (percent-encoded).
+    pub params: &'a [(String, String)],
+    /// Raw query.
+    pub query: Option<&'a str>,
+    /// Headers after stage 2.
+    pub headers: &'a http::HeaderMap,
+    /// Client address.
+    pub ip: std::net::IpAddr,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// With the identity (and the response, for response conditions).
+    pub fn facts(
+        &self,
+        identity: &'a Identity,
+        response: Option<&'a (dyn cel::common::value::Val + 'static)>,
+    ) -> Facts<'a> {
+        Facts {
+            identity,
+            method: self.method,
+            path: self.path,
+            params: self.params,
+            query: self.query,
+            headers: self.headers,
+            ip: self.ip,
+            response,
+        }
     }
 }
 
@@ -261,7 +387,7 @@ impl Authz {
         rule: &BodyOwnerRule,
         id: Option<&Identity>,
         body: &[u8],
-        audit: &Audit<'_>,
+        audit: &Access<'_>,
     ) -> Result<(), Rejection> {
         let Some(id) = id else {
             audit.deny("-", "owner_field without identity");
@@ -293,27 +419,10 @@ impl Authz {
     }
 }
 
-/// What a denial's audit event names.
-#[derive(Debug)]
-pub struct Audit<'a> {
-    /// Request id.
-    pub request_id: &'a str,
-    /// Route name.
-    pub route: &'a str,
-    /// Client address.
-    pub client_ip: std::net::IpAddr,
-}
-
-impl Audit<'_> {
-    fn deny(&self, subject: &str, rule: &str) {
-        tracing::info!(target: "audit", event = "denied", request_id = self.request_id, subject,
-                       route = self.route, rule, client_ip = %self.client_ip);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn p(s: &str) -> Permission {
         Permission::parse(s).unwrap_or_else(|e| panic!("{e}"))
@@ -336,6 +445,29 @@ mod tests {
         assert!(Permission::parse("a b").is_err());
     }
 
+    fn file(
+        roles: &BTreeMap<String, Vec<String>>,
+        inherit: &BTreeMap<String, Vec<String>>,
+    ) -> crate::config::file::Authz {
+        crate::config::file::Authz {
+            roles: roles.clone(),
+            inherit: inherit.clone(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn named_policy_errors_name_their_path() {
+        let mut f = crate::config::file::Authz::default();
+        f.policies
+            .insert("finance".into(), "identity.attributes.department ==".into());
+        f.policies.insert("ok".into(), "identity.sub != ''".into());
+        f.time_zone = "Nowhere/Special".into();
+        let errs = Authz::compile(&f, &[]).err().unwrap_or_default();
+        let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["authz.time_zone", "authz.policies.finance"]);
+    }
+
     #[test]
     fn inheritance_flattens_and_cycles_are_errors() {
         let roles: BTreeMap<String, Vec<String>> = [
@@ -345,7 +477,7 @@ mod tests {
         .into();
         let inherit: BTreeMap<String, Vec<String>> =
             [("admin".to_string(), vec!["user".to_string()])].into();
-        let a = Authz::compile(&roles, &inherit).unwrap_or_default();
+        let a = Authz::compile(&file(&roles, &inherit), &[]).unwrap_or_default();
         assert!(
             a.roles["admin"]
                 .iter()
@@ -358,9 +490,9 @@ mod tests {
         ]
         .into();
         // a cycle is harmless for flattening (each role once), but unknown roles are errors
-        assert!(Authz::compile(&roles, &cycle).is_ok());
+        assert!(Authz::compile(&file(&roles, &cycle), &[]).is_ok());
         let unknown: BTreeMap<String, Vec<String>> =
             [("admin".to_string(), vec!["ghost".to_string()])].into();
-        assert!(Authz::compile(&roles, &unknown).is_err());
+        assert!(Authz::compile(&file(&roles, &unknown), &[]).is_err());
     }
 }

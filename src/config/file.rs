@@ -184,6 +184,9 @@ pub struct Limits {
     pub idle_timeout: HumanDuration,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Largest upstream response read whole to be checked (response
+    /// ownership, response conditions); larger ones get 502. Routes can override.
+    pub max_buffered_response: ByteSize,
 }
 
 impl Default for Limits {
@@ -196,6 +199,7 @@ impl Default for Limits {
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             idle_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             max_concurrent_streams: 100,
+            max_buffered_response: ByteSize(1 << 20),
         }
     }
 }
@@ -264,6 +268,9 @@ impl Default for Errors {
 pub struct Log {
     /// Where access log lines go: `"stdout"`, `"stderr"`, `"off"` or a file path.
     pub access: String,
+    /// Where audit events go (JSON lines): `"stdout"`, `"stderr"`, `"off"`
+    /// or a file path. The same target as `access` shares one writer.
+    pub audit: String,
     /// Diagnostics level: `error`, `warn`, `info`, `debug`, `trace`.
     pub level: String,
     /// Query parameters whose values are replaced by `[redacted]` in the
@@ -275,6 +282,7 @@ impl Default for Log {
     fn default() -> Self {
         Self {
             access: "stdout".into(),
+            audit: "stdout".into(),
             level: "info".into(),
             redact_query: [
                 "token", "key", "password", "secret", "auth", "session", "code",
@@ -384,6 +392,54 @@ pub struct Route {
     /// Object ownership in the JSON request body (POST/PUT/PATCH): the field
     /// must name the caller, e.g. `{ pointer = "/author_id" }`.
     pub owner_field: Option<OwnerField>,
+    /// Object ownership known only from the upstream's response: a field of
+    /// the JSON object (or of each item of a list) must name the caller.
+    pub response_owner: Option<ResponseOwner>,
+    /// A CEL condition that must be true. A condition that mentions
+    /// `response` is checked on the upstream's response.
+    pub allow_if: Option<String>,
+    /// Named conditions from `[authz.policies]`; all must be true.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Record allowed requests on this route as audit events too.
+    #[serde(default)]
+    pub audit: bool,
+    /// Largest upstream response the gateway reads to check it (routes with
+    /// `response_owner` or response conditions); larger ones get 502.
+    /// Default `[limits] max_buffered_response`.
+    pub max_buffered_response: Option<ByteSize>,
+}
+
+/// `response_owner = { pointer = "/owner_id", equals = "sub", unless = [...] }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseOwner {
+    /// JSON pointer of the owner field in the object (in each item, for lists).
+    pub pointer: String,
+    /// `"sub"` (default) or `"tenant"`.
+    #[serde(default = "default_owner_equals")]
+    pub equals: String,
+    /// Permissions that bypass the check (the response is then streamed).
+    #[serde(default)]
+    pub unless: Vec<String>,
+    /// For list responses: JSON pointer of the array (`""` for a top-level array).
+    pub items: Option<String>,
+    /// For lists: `"filter"` (default) removes other people's items,
+    /// `"refuse"` answers 403 when there is any.
+    #[serde(default = "default_list_mode")]
+    pub mode: String,
+    /// Before PUT, PATCH or DELETE (and for HEAD), GET the object from the
+    /// upstream and check its owner; the write is forwarded only if it is the
+    /// caller's.
+    #[serde(default)]
+    pub precheck: bool,
+    /// Path to GET for the precheck, with `{param}`s of the route (default:
+    /// the request's own path).
+    pub precheck_path: Option<String>,
+}
+
+fn default_list_mode() -> String {
+    "filter".into()
 }
 
 /// `owner_field = { pointer = "/author_id", equals = "sub", unless = [...] }`
@@ -419,7 +475,7 @@ fn default_owner_equals() -> String {
 }
 
 /// `[authz]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authz {
     /// Role -> permissions it grants (`admin = ["users:*", "documents:*"]`).
@@ -428,6 +484,28 @@ pub struct Authz {
     /// Role -> roles whose permissions it also has (`admin = ["user"]`).
     #[serde(default)]
     pub inherit: BTreeMap<String, Vec<String>>,
+    /// Named CEL conditions routes can refer to in `policies = [...]`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, String>,
+    /// IANA time zone for `time.hour`, `time.weekday` and friends in
+    /// conditions (default `"UTC"`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+impl Default for Authz {
+    fn default() -> Self {
+        Self {
+            roles: BTreeMap::new(),
+            inherit: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            time_zone: default_time_zone(),
+        }
+    }
 }
 
 /// `[auth]`

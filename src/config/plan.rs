@@ -53,6 +53,11 @@ pub struct Plan {
     pub access_target: Option<AccessTarget>,
     /// The running access-log writer, attached when the plan is installed.
     pub log_sink: Option<Arc<LogSink>>,
+    /// Audit log target (None: off).
+    pub audit_target: Option<AccessTarget>,
+    /// The running audit writer (shared with the access log when the target
+    /// is the same), attached when the plan is installed.
+    pub audit_sink: Option<Arc<LogSink>>,
     /// Diagnostics level.
     pub log_level: String,
     /// Lower-case words that mark a query parameter as secret.
@@ -122,6 +127,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Default bound for responses read whole to be checked.
+    pub max_buffered_response: u64,
 }
 
 #[derive(Default)]
@@ -208,6 +215,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         header_read_timeout: l.header_read_timeout.0,
         idle_timeout: l.idle_timeout.0,
         max_concurrent_streams: l.max_concurrent_streams,
+        max_buffered_response: l.max_buffered_response.0,
     };
     if limits.max_header_bytes < 1024 {
         e.push("limits.max_header_bytes", "must be at least 1KiB");
@@ -236,12 +244,18 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     let headers = compile_headers(&f.headers, &mut e, &mut warnings);
 
     // --- log
-    let access_target = match f.log.access.as_str() {
+    let log_target = |t: &str| match t {
         "off" => None,
         "stdout" => Some(AccessTarget::Stdout),
         "stderr" => Some(AccessTarget::Stderr),
         p => Some(AccessTarget::File(resolve(base, Path::new(p)))),
     };
+    let access_target = log_target(&f.log.access);
+    let audit_target = log_target(&f.log.audit);
+    if audit_target.is_none() {
+        warnings
+            .push("log.audit = \"off\": authorization denials and logins are not recorded".into());
+    }
     if !["error", "warn", "info", "debug", "trace"].contains(&f.log.level.as_str()) {
         e.push(
             "log.level",
@@ -351,13 +365,21 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     });
 
     // --- authz
-    let authz =
-        crate::authz::Authz::compile(&f.authz.roles, &f.authz.inherit).unwrap_or_else(|errs| {
-            for (path, m) in errs {
-                e.push(path, m);
-            }
-            crate::authz::Authz::default()
-        });
+    let key_header = f
+        .auth
+        .api_keys
+        .as_ref()
+        .map(|k| k.header.to_ascii_lowercase());
+    let secret_headers: Vec<&str> = ["x-api-key"]
+        .into_iter()
+        .chain(key_header.as_deref())
+        .collect();
+    let authz = crate::authz::Authz::compile(&f.authz, &secret_headers).unwrap_or_else(|errs| {
+        for (path, m) in errs {
+            e.push(path, m);
+        }
+        crate::authz::Authz::default()
+    });
 
     // --- routes
     let mut routes = Vec::new();
@@ -407,7 +429,14 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             max_body: r.max_body.map_or(limits.max_body, |b| b.0),
             timeout: r.timeout.map(|t| t.0),
             api_key_query: r.api_key_query.clone(),
-            authz: compile_route_authz(r, i, &authz, &mut e, &mut warnings),
+            authz: compile_route_authz(
+                r,
+                i,
+                &authz,
+                limits.max_buffered_response,
+                &mut e,
+                &mut warnings,
+            ),
             auth: crate::authn::route_auth(
                 r.public,
                 r.auth.as_deref(),
@@ -487,6 +516,8 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         replace_upstream_5xx: f.errors.replace_upstream_5xx,
         access_target,
         log_sink: None,
+        audit_target,
+        audit_sink: None,
         log_level: f.log.level.clone(),
         redact_query: f
             .log
@@ -512,6 +543,7 @@ fn compile_route_authz(
     r: &file::Route,
     i: usize,
     authz: &crate::authz::Authz,
+    max_buffered_response: u64,
     e: &mut Errs,
     warnings: &mut Vec<String>,
 ) -> crate::authz::RouteAuthz {
@@ -584,12 +616,122 @@ fn compile_route_authz(
             unless,
         })
     });
+    let route_params: Vec<&str> = r
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .collect();
+    let response_owner = r.response_owner.as_ref().and_then(|o| {
+        let field = |f: &str| format!("routes[{i}].response_owner.{f}");
+        let equals = match o.equals.as_str() {
+            "sub" => OwnerAttr::Sub,
+            "tenant" => OwnerAttr::Tenant,
+            other => {
+                e.push(
+                    field("equals"),
+                    format!("{other:?}: use \"sub\" or \"tenant\""),
+                );
+                return None;
+            }
+        };
+        if !o.pointer.starts_with('/') {
+            e.push(
+                field("pointer"),
+                "a JSON pointer starts with '/', e.g. \"/owner_id\"",
+            );
+            return None;
+        }
+        if o.items
+            .as_deref()
+            .is_some_and(|p| !p.is_empty() && !p.starts_with('/'))
+        {
+            e.push(
+                field("items"),
+                "a JSON pointer: \"\" for a top-level array, or e.g. \"/items\"",
+            );
+            return None;
+        }
+        let refuse = match o.mode.as_str() {
+            "filter" => false,
+            "refuse" => true,
+            other => {
+                e.push(
+                    field("mode"),
+                    format!("{other:?}: use \"filter\" or \"refuse\""),
+                );
+                return None;
+            }
+        };
+        if o.precheck && o.items.is_some() {
+            e.push(
+                field("precheck"),
+                "a precheck reads one object; this rule is for a list (items)",
+            );
+            return None;
+        }
+        if o.precheck_path.is_some() && !o.precheck {
+            e.push(field("precheck_path"), "set precheck = true to use it");
+        }
+        let precheck_path = match o.precheck_path.as_deref() {
+            Some(t) => {
+                match crate::authz::response::ResponseOwnerRule::parse_path(t, &route_params) {
+                    Ok(p) => Some(p),
+                    Err(m) => {
+                        e.push(field("precheck_path"), m);
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        let unless = perms(&o.unless, "response_owner.unless", e);
+        Some(crate::authz::ResponseOwnerRule {
+            pointer: o.pointer.clone(),
+            equals,
+            unless,
+            items: o.items.clone(),
+            refuse,
+            precheck: o.precheck,
+            precheck_path,
+        })
+    });
+    let mut policies = Vec::new();
+    if let Some(src) = &r.allow_if {
+        match authz
+            .policy_env
+            .compile(&format!("routes[{i}].allow_if"), src)
+        {
+            Ok(p) => policies.push(std::sync::Arc::new(p)),
+            Err(m) => e.push(format!("routes[{i}].allow_if"), m),
+        }
+    }
+    for (j, name) in r.policies.iter().enumerate() {
+        match authz.named.get(name) {
+            Some(p) => policies.push(p.clone()),
+            None => e.push(
+                format!("routes[{i}].policies[{j}]"),
+                format!("no policy {name:?} in [authz.policies]"),
+            ),
+        }
+    }
     let rule = RouteAuthz {
         require,
         require_any,
         owner,
         body_owner,
+        response_owner,
+        policies,
+        audit: r.audit,
+        max_buffered_response: r
+            .max_buffered_response
+            .map_or(max_buffered_response, |b| b.0),
     };
+    if r.audit && r.public {
+        e.push(
+            format!("routes[{i}].audit"),
+            "audit records who accessed a route: a public route has no identity to record",
+        );
+    }
     if r.public && !rule.is_empty() {
         e.push(
             format!("routes[{i}]"),

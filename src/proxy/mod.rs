@@ -70,13 +70,14 @@ impl Upstream {
         &self,
         ctx: &RequestContext,
         mut parts: request::Parts,
+        path: &str,
         body: crate::body::RequestBody,
         max_body: u64,
         timeout: Duration,
     ) -> Result<Response<PooledBody>, Rejection> {
         let path_and_query = match parts.uri.query() {
-            Some(q) => PathAndQuery::from_maybe_shared(format!("{}?{q}", ctx.path)),
-            None => PathAndQuery::from_maybe_shared(ctx.path.clone()),
+            Some(q) => PathAndQuery::from_maybe_shared(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
         }
         .map_err(|_| Rejection::BadRequest("invalid request target"))?;
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {

@@ -172,7 +172,7 @@ impl Server {
         if let (Some(k), Some(s)) = (&plan.authn.api_keys, &plan.store) {
             k.flush_uses(s);
         }
-        if let Some(sink) = &plan.log_sink {
+        for sink in plan.log_sink.iter().chain(&plan.audit_sink) {
             sink.flush();
         }
         Ok(())

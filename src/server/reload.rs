@@ -25,6 +25,14 @@ pub(crate) fn prepare(
         (Some(t), _) => Some(LogSink::open(t.clone())?),
         (None, _) => None,
     };
+    // Audit lines share the access writer when the target is the same (two
+    // writers on one file would interleave partial lines).
+    plan.audit_sink = match (&plan.audit_target, old.and_then(|o| o.audit_sink.as_ref())) {
+        (None, _) => None,
+        (Some(t), _) if plan.access_target.as_ref() == Some(t) => plan.log_sink.clone(),
+        (Some(t), Some(s)) if s.target() == t => Some(s.clone()),
+        (Some(t), _) => Some(LogSink::open(t.clone())?),
+    };
     // The store: the old plan's when the file is the same, else opened now.
     plan.store = match (&plan.store_path, old.and_then(|o| o.store.as_ref())) {
         (Some(p), Some(s)) if s.path() == p.as_path() => Some(s.clone()),

@@ -1,0 +1,542 @@
+//! Attribute-based conditions in CEL (the Common Expression Language of
+//! Envoy RBAC, Kubernetes and Google IAM).
+//!
+//! A condition is compiled once at config load; parse errors and unknown
+//! variables are config errors with their TOML path. Per request, variables
+//! are bound through a resolver that hands out values already built:
+//!
+//! * `identity` — `sub`, `roles`, `scopes`, `tenant`, `attributes`, `claims`,
+//!   `issuer`, `method`; built once per identity and cached with it (a cached
+//!   token pays nothing more);
+//! * `request` — `method`, `path`, `params`, `query`, `headers` (credentials
+//!   never: `authorization`, `cookie`, the API-key header), `ip`; only the
+//!   fields the condition names are built, borrowing the request's strings;
+//! * `time` — `now` (timestamp), `year`, `month`, `day`, `hour`, `minute`,
+//!   `weekday` (0 = Sunday) in `[authz] time_zone`; only built when named;
+//! * `response` — `status` and `body` (the parsed JSON, `null` when empty):
+//!   a condition that names `response` is checked on the upstream's answer.
+//!
+//! Only `true` allows. `false`, a value of another type, and any error
+//! (a missing attribute, a type mismatch) deny.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+    CelUInt,
+};
+use cel::common::value::{CowVal, Val};
+use cel::{Context, Env, Program, Value};
+use chrono::{Datelike, Timelike};
+use serde_json::Value as Json;
+
+use crate::authn::Identity;
+
+/// The variables a condition may use.
+const VARIABLES: [&str; 4] = ["identity", "request", "time", "response"];
+
+/// Shared by all conditions of a plan: the CEL environment and time zone.
+pub struct PolicyEnv {
+    env: Arc<Env>,
+    tz: chrono_tz::Tz,
+    secret_headers: Vec<http::HeaderName>,
+}
+
+impl std::fmt::Debug for PolicyEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEnv")
+            .field("tz", &self.tz)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEnv {
+    /// The standard CEL library, `zone` an IANA name. `secret_headers` are
+    /// left out of `request.headers` (with `authorization`,
+    /// `proxy-authorization` and `cookie`).
+    pub fn new(zone: &str, secret_headers: &[&str]) -> Result<Self, String> {
+        let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+            format!("unknown time zone {zone:?} (use an IANA name such as \"Europe/Berlin\")")
+        })?;
+        let mut secret = vec![
+            http::header::AUTHORIZATION,
+            http::header::PROXY_AUTHORIZATION,
+            http::header::COOKIE,
+        ];
+        secret.extend(
+            secret_headers
+                .iter()
+                .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        );
+        Ok(Self {
+            env: Arc::new(Env::stdlib()),
+            tz,
+            secret_headers: secret,
+        })
+    }
+
+    /// UTC, no extra secret headers.
+    pub fn utc() -> Self {
+        Self {
+            env: Arc::new(Env::stdlib()),
+            tz: chrono_tz::Tz::UTC,
+            secret_headers: vec![
+                http::header::AUTHORIZATION,
+                http::header::PROXY_AUTHORIZATION,
+                http::header::COOKIE,
+            ],
+        }
+    }
+
+    /// Compiles one condition. `name` is how audit events and logs call it.
+    pub fn compile(&self, name: &str, source: &str) -> Result<Policy, String> {
+        let program = self
+            .env
+            .compile(source)
+            .map_err(|e| format!("invalid CEL: {}", e.to_string().trim()))?;
+        let refs = program.references();
+        let mut vars = refs.variables();
+        vars.sort_unstable();
+        if let Some(v) = vars.iter().find(|v| !VARIABLES.contains(v)) {
+            return Err(format!(
+                "unknown variable {v:?}: conditions can use identity, request, time and response"
+            ));
+        }
+        let word = |w: &str| {
+            source
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|t| t == w)
+        };
+        let request = refs.has_variable("request");
+        let uses = Uses {
+            request,
+            time: refs.has_variable("time"),
+            method: request && word("method"),
+            path: request && word("path"),
+            params: request && word("params"),
+            query: request && word("query"),
+            headers: request && word("headers"),
+            ip: request && word("ip"),
+        };
+        Ok(Policy {
+            name: name.to_owned(),
+            on_response: refs.has_variable("response"),
+            program,
+            uses,
+        })
+    }
+
+    /// Evaluates a condition: `Ok(true)` allows; `Ok(false)` and `Err` (the
+    /// reason, for the log) deny.
+    pub fn eval(&self, policy: &Policy, facts: &Facts<'_>) -> Result<bool, String> {
+        let u = policy.uses;
+        let request = u.request.then(|| self.request_value(u, facts));
+        let time = u.time.then(|| self.time_value());
+        let vars = Vars {
+            identity: identity_value(facts.identity),
+            request: request.as_ref(),
+            time: time.as_ref(),
+            response: facts.response,
+        };
+        let mut ctx = Context::with_env(self.env.clone());
+        ctx.set_variable_resolver(&vars);
+        match policy.program.execute(&ctx) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!(
+                "the condition gave a {}, not a bool",
+                other.type_of()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn request_value<'a>(&self, u: Uses, f: &Facts<'a>) -> CelMap<'a> {
+        let mut m: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::with_capacity(6);
+        if u.method {
+            m.insert(
+                "method".into(),
+                Box::new(CelString::from(f.method.as_str())),
+            );
+        }
+        if u.path {
+            m.insert("path".into(), Box::new(CelString::from(f.path)));
+        }
+        if u.params {
+            let p: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = f
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        CelMapKey::from(k.as_str()),
+                        Box::new(CelString::from(crate::canon::decode_segment(v)))
+                            as Box<dyn Val + 'a>,
+                    )
+                })
+                .collect();
+            m.insert("params".into(), Box::new(CelMap::from(p)));
+        }
+        if u.query {
+            let mut q: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
+            for pair in f.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let k = decode_query(k);
+                q.entry(CelMapKey::from(k))
+                    .or_insert_with(|| Box::new(CelString::from(decode_query(v))));
+            }
+            m.insert("query".into(), Box::new(CelMap::from(q)));
+        }
+        if u.headers {
+            let mut h: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
+            for (name, value) in f.headers {
+                if self.secret_headers.contains(name) {
+                    continue;
+                }
+                if let Ok(v) = value.to_str() {
+                    h.entry(CelMapKey::from(name.as_str()))
+                        .or_insert_with(|| Box::new(CelString::from(v)));
+                }
+            }
+            m.insert("headers".into(), Box::new(CelMap::from(h)));
+        }
+        if u.ip {
+            m.insert("ip".into(), Box::new(CelString::from(f.ip.to_string())));
+        }
+        CelMap::from(m)
+    }
+
+    fn time_value(&self) -> CelMap<'static> {
+        let now = chrono::Utc::now().with_timezone(&self.tz);
+        let int = |n: u32| Box::new(CelInt::from(i64::from(n))) as Box<dyn Val>;
+        let mut m: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::with_capacity(7);
+        m.insert(
+            "now".into(),
+            Box::new(CelTimestamp::from(now.fixed_offset())),
+        );
+        m.insert("year".into(), Box::new(CelInt::from(i64::from(now.year()))));
+        m.insert("month".into(), int(now.month()));
+        m.insert("day".into(), int(now.day()));
+        m.insert("hour".into(), int(now.hour()));
+        m.insert("minute".into(), int(now.minute()));
+        m.insert("weekday".into(), int(now.weekday().num_days_from_sunday()));
+        CelMap::from(m)
+    }
+}
+
+/// A compiled condition.
+#[derive(Debug)]
+pub struct Policy {
+    /// Config name (`policy finance_only`, `routes[3].allow_if`).
+    pub name: String,
+    /// Names `response`: checked on the upstream's answer.
+    pub on_response: bool,
+    program: Program,
+    uses: Uses,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Uses {
+    request: bool,
+    time: bool,
+    method: bool,
+    path: bool,
+    params: bool,
+    query: bool,
+    headers: bool,
+    ip: bool,
+}
+
+/// What a condition is evaluated against.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    /// The caller.
+    pub identity: &'a Identity,
+    /// Request method.
+    pub method: &'a http::Method,
+    /// Canonical path.
+    pub path: &'a str,
+    /// Route parameters (percent-encoded).
+    pub params: &'a [(String, String)],
+    /// Raw query string.
+    pub query: Option<&'a str>,
+    /// Request headers (after stage 2's strip).
+    pub headers: &'a http::HeaderMap,
+    /// Client address (stage 1).
+    pub ip: IpAddr,
+    /// `response`, for response conditions.
+    pub response: Option<&'a (dyn Val + 'static)>,
+}
+
+struct Vars<'a> {
+    identity: &'a (dyn Val + 'static),
+    request: Option<&'a CelMap<'a>>,
+    time: Option<&'a CelMap<'static>>,
+    response: Option<&'a (dyn Val + 'static)>,
+}
+
+impl cel::context::VariableResolver for Vars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let v: &'b (dyn Val + 'b) = match variable {
+            "identity" => self.identity,
+            "request" => self.request?,
+            "time" => self.time?,
+            "response" => self.response?,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(v))
+    }
+}
+
+/// The identity's CEL value, built on first use and kept with the identity.
+#[derive(Default)]
+pub struct PolicySlot(OnceLock<Box<dyn Val>>);
+
+impl std::fmt::Debug for PolicySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicySlot")
+    }
+}
+
+impl Clone for PolicySlot {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for PolicySlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+fn identity_value(id: &Identity) -> &(dyn Val + 'static) {
+    id.policy
+        .0
+        .get_or_init(|| {
+            let strings = |l: &[String]| -> Box<dyn Val> {
+                Box::new(CelList::from(
+                    l.iter()
+                        .map(|s| Box::new(CelString::from(s.clone())) as Box<dyn Val>)
+                        .collect::<Vec<_>>(),
+                ))
+            };
+            let mut m: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::with_capacity(8);
+            m.insert("sub".into(), Box::new(CelString::from(id.subject.clone())));
+            m.insert("roles".into(), strings(&id.roles));
+            m.insert("scopes".into(), strings(&id.scopes));
+            m.insert(
+                "tenant".into(),
+                match &id.tenant {
+                    Some(t) => Box::new(CelString::from(t.clone())),
+                    None => Box::new(CelNull),
+                },
+            );
+            let attributes = match id.claims.get("attributes") {
+                Some(a @ Json::Object(_)) => json_value(a),
+                _ => Box::new(CelMap::from(HashMap::new())),
+            };
+            m.insert("attributes".into(), attributes);
+            m.insert("claims".into(), json_value(&id.claims));
+            m.insert(
+                "issuer".into(),
+                Box::new(CelString::from(id.issuer.clone())),
+            );
+            m.insert(
+                "method".into(),
+                Box::new(CelString::from(id.method.as_str())),
+            );
+            Box::new(CelMap::from(m))
+        })
+        .as_ref()
+}
+
+/// A JSON value as a CEL value (integers as `int`, or `uint` above `i64`).
+pub fn json_value(v: &Json) -> Box<dyn Val> {
+    match v {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::String(s) => Box::new(CelString::from(s.clone())),
+        Json::Array(a) => Box::new(CelList::from(a.iter().map(json_value).collect::<Vec<_>>())),
+        Json::Object(o) => Box::new(CelMap::from(
+            o.iter()
+                .map(|(k, v)| (CelMapKey::from(k.clone()), json_value(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
+}
+
+/// `response` for response conditions.
+pub fn response_value(status: u16, body: Option<&Json>) -> Box<dyn Val> {
+    let mut m: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::with_capacity(2);
+    m.insert("status".into(), Box::new(CelInt::from(i64::from(status))));
+    m.insert(
+        "body".into(),
+        body.map_or_else(|| Box::new(CelNull) as Box<dyn Val>, json_value),
+    );
+    Box::new(CelMap::from(m))
+}
+
+/// Percent-decodes a query component (`+` is a space).
+fn decode_query(s: &str) -> String {
+    if s.contains('+') {
+        crate::canon::decode_segment(&s.replace('+', " "))
+    } else {
+        crate::canon::decode_segment(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env() -> PolicyEnv {
+        PolicyEnv::new("UTC", &["x-api-key"]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn alice() -> Identity {
+        let claims =
+            json!({"sub": "u-alice", "attributes": {"department": "finance", "clearance": 3}});
+        let m = crate::authn::identity::ClaimMap::new("sub", "roles", "scope", None);
+        let mut id = m
+            .identity(claims, "portcullis", 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        id.roles = vec!["user".into()];
+        id
+    }
+
+    fn eval(src: &str, response: Option<&Json>) -> Result<bool, String> {
+        let env = env();
+        let p = env.compile("test", src)?;
+        let id = alice();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-team", http::HeaderValue::from_static("blue"));
+        headers.insert(
+            "authorization",
+            http::HeaderValue::from_static("Bearer secret"),
+        );
+        headers.insert("x-api-key", http::HeaderValue::from_static("pk_secret"));
+        let params = vec![("department".to_string(), "fin%61nce".to_string())];
+        let resp = response.map(|b| response_value(200, Some(b)));
+        let facts = Facts {
+            identity: &id,
+            method: &http::Method::GET,
+            path: "/api/v1/reports/finance",
+            params: &params,
+            query: Some("limit=5&q=a+b%21&limit=9"),
+            headers: &headers,
+            ip: "192.0.2.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            response: resp.as_deref(),
+        };
+        env.eval(&p, &facts)
+    }
+
+    #[test]
+    fn true_false_and_errors() {
+        assert_eq!(
+            eval(
+                "identity.attributes.department == request.params.department && identity.attributes.clearance >= 3",
+                None
+            ),
+            Ok(true)
+        );
+        assert_eq!(eval("identity.attributes.clearance >= 4", None), Ok(false));
+        assert_eq!(
+            eval(
+                "'user' in identity.roles && identity.sub == 'u-alice'",
+                None
+            ),
+            Ok(true)
+        );
+        // errors deny: a missing attribute, a type error, a non-bool result
+        assert!(eval("identity.attributes.missing == 'x'", None).is_err());
+        assert!(eval("identity.attributes.department > 3", None).is_err());
+        assert!(eval("identity.sub", None).is_err());
+        // `||` with an error on the left that the right decides is CEL semantics
+        assert_eq!(
+            eval("identity.attributes.missing == 'x' || true", None),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn request_fields() {
+        assert_eq!(
+            eval(
+                "request.method == 'GET' && request.path.startsWith('/api/')",
+                None
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(
+                "request.query.limit == '5' && request.query.q == 'a b!'",
+                None
+            ),
+            Ok(true)
+        );
+        assert_eq!(eval("request.headers['x-team'] == 'blue'", None), Ok(true));
+        assert_eq!(eval("request.ip == '192.0.2.7'", None), Ok(true));
+        // credentials are never visible to conditions
+        assert_eq!(eval("'authorization' in request.headers", None), Ok(false));
+        assert_eq!(eval("'x-api-key' in request.headers", None), Ok(false));
+        assert!(eval("request.headers.authorization == 'Bearer secret'", None).is_err());
+    }
+
+    #[test]
+    fn time_and_response() {
+        assert_eq!(
+            eval("time.hour >= 0 && time.hour < 24 && time.weekday < 7", None),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("time.now > timestamp('2020-01-01T00:00:00Z')", None),
+            Ok(true)
+        );
+        let doc = json!({"owner_id": "u-bob", "department": "finance", "tags": ["a"]});
+        assert_eq!(
+            eval(
+                "response.status == 200 && response.body.department == identity.attributes.department",
+                Some(&doc)
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("response.body.owner_id == identity.sub", Some(&doc)),
+            Ok(false)
+        );
+        // `response` in a request phase: unbound, so an error, so deny
+        assert!(eval("response.status == 200", None).is_err());
+    }
+
+    #[test]
+    fn compile_errors() {
+        let env = env();
+        let e = env
+            .compile("x", "identity.sub == ")
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("invalid CEL"), "{e}");
+        let e = env
+            .compile("x", "user.sub == 'a'")
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("unknown variable \"user\""), "{e}");
+        assert!(
+            env.compile("x", "response.status == 200")
+                .is_ok_and(|p| p.on_response)
+        );
+        assert!(
+            env.compile("x", "identity.sub == 'a'")
+                .is_ok_and(|p| !p.on_response)
+        );
+        assert!(PolicyEnv::new("Mars/Olympus", &[]).is_err());
+        assert!(PolicyEnv::new("Europe/Berlin", &[]).is_ok());
+    }
+}
