@@ -195,14 +195,15 @@ async fn run(
         _ => None,
     };
     ctx.upstream_called = true;
-    let prechecked = match owner {
-        Some(rule) if rule.prechecks(&parts.method) => {
-            precheck(ctx, route, upstream, rule, &parts, timeout).await?;
-            true
-        }
-        _ => false,
-    };
-    let check_answer = (owner.is_some() && !prechecked) || rules.has_response_policies();
+    let checked = owner.is_some() || rules.has_response_policies();
+    // HEAD has no body to check, and a write must be checked before it happens.
+    let prechecked = checked
+        && (parts.method == http::Method::HEAD
+            || owner.is_some_and(|o| o.prechecks(&parts.method)));
+    if prechecked {
+        precheck(ctx, route, upstream, owner, &parts, timeout).await?;
+    }
+    let check_answer = checked && !prechecked;
     if check_answer {
         // The answer must arrive whole and readable: no compression, no
         // ranges, no 304 in place of the object.
@@ -256,9 +257,19 @@ async fn run(
         });
     }
     // 10b. Authorization of the answer: ownership, list filtering, response
-    //      conditions (stage 7c decided whether it is read).
+    //      conditions (stage 7c decided whether it is read). The upstream's
+    //      own "no" becomes the gateway's 404, so that "not yours" and "does
+    //      not exist" look the same.
+    if check_answer
+        && matches!(
+            parts.status,
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE
+        )
+    {
+        return Err(Rejection::NotFound);
+    }
     let body = match ctx.identity.as_deref() {
-        Some(id) if check_answer && parts.status.is_success() && method != http::Method::HEAD => {
+        Some(id) if check_answer && parts.status.is_success() => {
             let bytes =
                 read_upstream(ctx, &parts, body, rules.max_buffered_response, timeout).await?;
             let facts = match &kept {
@@ -281,7 +292,7 @@ async fn run(
             };
             let checked = plan.authz.check_response(
                 rules,
-                owner.filter(|_| !prechecked),
+                owner,
                 id,
                 &facts,
                 parts.status.as_u16(),
@@ -334,18 +345,22 @@ fn request_facts<'a>(ctx: &'a RequestContext, parts: &'a request::Parts) -> Requ
     }
 }
 
-/// Stage 7c: GET the object a write (or HEAD) is about and check its owner.
-/// The upstream's 404 stays 404; any other refusal becomes 404 too (the
-/// caller learns nothing about someone else's object); 5xx is passed as such.
+/// Stage 7c: GET the object a write (or HEAD) is about and check it as its
+/// answer would be checked (owner, response conditions). The upstream's
+/// refusals become 404 (the caller learns nothing about someone else's
+/// object); 5xx is passed as such.
 async fn precheck(
     ctx: &RequestContext,
     route: &crate::route::Route,
     upstream: &crate::proxy::Upstream,
-    rule: &crate::authz::ResponseOwnerRule,
+    owner: Option<&crate::authz::ResponseOwnerRule>,
     parts: &request::Parts,
     timeout: std::time::Duration,
 ) -> Result<(), Rejection> {
-    let target = rule.precheck_target(&ctx.params, &ctx.path);
+    let target = match owner {
+        Some(o) => o.precheck_target(&ctx.params, &ctx.path),
+        None => ctx.path.clone(),
+    };
     let (mut pre, ()) = Request::new(()).into_parts();
     pre.method = http::Method::GET;
     pre.headers = parts.headers.clone();
@@ -377,30 +392,36 @@ async fn precheck(
         timeout,
     ))
     .await?;
-    let (parts, body) = resp.into_parts();
-    if parts.status.is_server_error() {
+    let (head, body) = resp.into_parts();
+    if head.status.is_server_error() {
         return Err(Rejection::UpstreamFailed {
-            status: parts.status,
-            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
+            status: head.status,
+            retry_after: head.headers.get(header::RETRY_AFTER).cloned(),
         });
     }
-    if !parts.status.is_success() {
+    if !head.status.is_success() {
         return Err(Rejection::NotFound);
     }
-    let bytes = read_upstream(
-        ctx,
-        &parts,
-        body,
-        route.authz.max_buffered_response,
-        timeout,
-    )
-    .await?;
+    let bytes = read_upstream(ctx, &head, body, route.authz.max_buffered_response, timeout).await?;
     let id = ctx.identity.as_deref().ok_or(Rejection::Forbidden)?;
-    plan_authz(ctx).check_precheck(rule, id, &bytes, &access(ctx, route, &http::Method::GET))
-}
-
-fn plan_authz(ctx: &RequestContext) -> &crate::authz::Authz {
-    &ctx.plan.authz
+    let access = access(ctx, route, &parts.method);
+    if let Some(o) = owner.filter(|o| o.items.is_none()) {
+        ctx.plan.authz.check_precheck(o, id, &bytes, &access)?;
+    }
+    // Response conditions, and a list's rule (HEAD on a list route).
+    let list = owner.filter(|o| o.items.is_some());
+    if list.is_some() || route.authz.has_response_policies() {
+        ctx.plan.authz.check_response(
+            &route.authz,
+            list,
+            id,
+            &request_facts(ctx, parts),
+            head.status.as_u16(),
+            &bytes,
+            &access,
+        )?;
+    }
+    Ok(())
 }
 
 /// Reads an upstream answer whole to check it: at most `limit` bytes, within

@@ -169,6 +169,10 @@ impl Tokens {
         if let Some(t) = u.attributes.get("tenant").filter(|t| t.is_string()) {
             claims["tenant"] = t.clone();
         }
+        // For conditions (`identity.attributes`); the user can read them.
+        if u.attributes.as_object().is_some_and(|a| !a.is_empty()) {
+            claims["attributes"] = u.attributes.clone();
+        }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())

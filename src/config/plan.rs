@@ -726,6 +726,18 @@ fn compile_route_authz(
             .max_buffered_response
             .map_or(max_buffered_response, |b| b.0),
     };
+    let writes = r
+        .methods
+        .iter()
+        .any(|m| ["POST", "PUT", "PATCH", "DELETE"].contains(&m.to_ascii_uppercase().as_str()));
+    let checked_after =
+        rule.has_response_policies() || rule.response_owner.as_ref().is_some_and(|o| !o.precheck);
+    if writes && checked_after {
+        warnings.push(format!(
+            "routes[{i}] ({}) checks the answer of writes, after the upstream has made them: set response_owner.precheck = true, or keep response checks on GET routes",
+            r.path
+        ));
+    }
     if r.audit && r.public {
         e.push(
             format!("routes[{i}].audit"),

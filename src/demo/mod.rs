@@ -72,7 +72,7 @@ fn seed(plan: &config::Plan, admin_token: &str) -> Result<serde_json::Value, Str
     for (id, name, role, dept) in [
         ("u-alice", "alice", "user", "finance"),
         ("u-bob", "bob", "user", "engineering"),
-        ("u-carol", "carol", "admin", "finance"),
+        ("u-carol", "carol", "admin", "operations"),
     ] {
         let (pw, _) = crate::admin::new_token()?;
         let pw = pw.get(..20).unwrap_or(&pw).to_owned();
@@ -207,6 +207,17 @@ Try (jq reads the credentials):
   SECRET=$(jq -r '.clients[0].client_secret' {d}/credentials.json)
   {c} -u reporting-client:$SECRET -d grant_type=client_credentials {h}/oauth/token
       a token for a service account (OAuth 2.0 client credentials)
+  {c} -H "Authorization: Bearer $TOKEN" {h}/api/v1/users/u-bob
+      404: alice may read only her own user (path ownership)
+  {c} -H "Authorization: Bearer $TOKEN" {h}/api/v1/documents/d-3
+      404: the gateway read bob's document and saw owner_id (response ownership)
+  {c} -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"title":"mine"}}' {h}/api/v1/documents/d-3
+      404: the gateway checked the owner first; the write never reached the API
+  {c} -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"author_id":"u-bob","title":"hi"}}' {h}/api/v1/posts
+      403: posts are written by the caller only
+  {c} -H "Authorization: Bearer $TOKEN" {h}/api/v1/admin/stats
+      403: admins only (log in as carol for 200); carol still gets 404 for
+      the finance document d-2: a CEL condition on the department
   {c} -b /tmp/jar -X POST -H 'Origin: https://evil.example' {h}/api/v1/posts
       403: cookie-authenticated writes must come from the same origin
   {c} -i {h}/internal/debug

@@ -52,7 +52,7 @@ impl Store {
                 doc("d-1", "u-alice", "Alice's notes", "engineering"),
                 doc("d-2", "u-alice", "Alice's budget", "finance"),
                 doc("d-3", "u-bob", "Bob's plan", "engineering"),
-                doc("d-4", "u-carol", "Quarterly figures", "finance"),
+                doc("d-4", "u-carol", "Quarterly figures", "operations"),
             ],
             posts: vec![json!({"id": "p-1", "author_id": "u-bob", "title": "Hello",
                                "content": "First post", "tags": ["intro"],
@@ -108,7 +108,11 @@ async fn handle(
     store: Arc<Mutex<Store>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = req.method().clone();
+    // HEAD is answered like GET (hyper leaves the body out).
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     let path = req.uri().path().to_owned();
     let body: Value = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
@@ -178,6 +182,34 @@ async fn handle(
             Some(i) => reply(StatusCode::OK, &s.documents[i]),
             None => not_found(),
         },
+        (&Method::PUT, ["api", "v1", "documents", id]) => {
+            match (find(&s.documents, id), body.as_object()) {
+                (Some(i), Some(patch)) => {
+                    if let Some(d) = s.documents[i].as_object_mut() {
+                        for (k, v) in patch {
+                            d.insert(k.clone(), v.clone());
+                        }
+                    }
+                    reply(StatusCode::OK, &s.documents[i])
+                }
+                (Some(_), None) => reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "expected a JSON object"}),
+                ),
+                (None, _) => not_found(),
+            }
+        }
+        (&Method::DELETE, ["api", "v1", "documents", id]) => match find(&s.documents, id) {
+            Some(i) => {
+                s.documents.remove(i);
+                reply(StatusCode::NO_CONTENT, &Value::Null)
+            }
+            None => not_found(),
+        },
+        (&Method::GET, ["api", "v1", "admin", "stats"]) => reply(
+            StatusCode::OK,
+            &json!({"users": s.users.len(), "documents": s.documents.len(), "posts": s.posts.len()}),
+        ),
         (&Method::POST, ["api", "v1", "posts"]) => {
             let mut post = if body.is_object() { body } else { json!({}) };
             let id = format!("p-{}", s.posts.len() + 1);
