@@ -141,7 +141,7 @@ async fn check_accepts_the_demo_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok: 6 routes"), "{stdout}");
+    assert!(stdout.contains("ok: 8 routes"), "{stdout}");
     assert!(
         !stdout.contains("warning"),
         "the demo config should be warning-free: {stdout}"
@@ -438,6 +438,110 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
     assert_problem(&r, 500, "upstream-error");
     assert!(!r.text().contains("s3cr3t"));
     assert!(r.header("x-debug-query").is_none());
+
+    // The demo's authorization, as alice (user, finance), bob (user,
+    // engineering) and carol (admin, operations) see it.
+    let send = |method: &'static str, path: String, auth: String, body: String| {
+        let cfg = cfg.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = tls_connect(https, cfg).await.unwrap();
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            read_response(&mut s).await
+        }
+    };
+    let mut bearer = std::collections::HashMap::new();
+    for u in creds["users"].as_array().unwrap() {
+        let body = serde_json::json!({"username": u["username"], "password": u["password"]});
+        let r = send(
+            "POST",
+            "/auth/login".into(),
+            String::new(),
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let t = r.json()["access_token"].as_str().unwrap().to_string();
+        bearer.insert(
+            u["username"].as_str().unwrap().to_string(),
+            format!("Authorization: Bearer {t}\r\n"),
+        );
+    }
+    let as_ = |who: &str| bearer[who].clone();
+    let r = send(
+        "GET",
+        "/api/v1/documents".into(),
+        as_("alice"),
+        String::new(),
+    )
+    .await;
+    let owners: Vec<String> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["owner_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(owners, ["u-alice", "u-alice"]);
+    let r = send(
+        "GET",
+        "/api/v1/documents".into(),
+        as_("carol"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 4);
+    let get = |who: &str, path: &str| send("GET", path.to_string(), as_(who), String::new());
+    assert_eq!(get("alice", "/api/v1/users/u-alice").await.status, 200);
+    assert_problem(&get("alice", "/api/v1/users/u-bob").await, 404, "not-found");
+    assert_eq!(get("carol", "/api/v1/users/u-bob").await.status, 200);
+    assert_problem(
+        &get("alice", "/api/v1/documents/d-3").await,
+        404,
+        "not-found",
+    );
+    assert_eq!(get("bob", "/api/v1/documents/d-3").await.status, 200);
+    // finance documents only for finance people, admins included
+    assert_eq!(get("alice", "/api/v1/documents/d-2").await.status, 200);
+    assert_problem(
+        &get("carol", "/api/v1/documents/d-2").await,
+        404,
+        "not-found",
+    );
+    assert_eq!(get("carol", "/api/v1/documents/d-3").await.status, 200);
+    assert_problem(&get("alice", "/api/v1/admin/stats").await, 403, "forbidden");
+    assert_eq!(get("carol", "/api/v1/admin/stats").await.status, 200);
+    let edit = send(
+        "PUT",
+        "/api/v1/documents/d-3".into(),
+        as_("alice"),
+        r#"{"title":"pwned"}"#.into(),
+    )
+    .await;
+    assert_problem(&edit, 404, "not-found");
+    assert_eq!(
+        get("bob", "/api/v1/documents/d-3").await.json()["title"],
+        "Bob's plan"
+    );
+    let post = send(
+        "POST",
+        "/api/v1/posts".into(),
+        as_("alice"),
+        r#"{"author_id":"u-bob","title":"hi"}"#.into(),
+    )
+    .await;
+    assert_problem(&post, 403, "forbidden");
+    let del = send(
+        "DELETE",
+        "/api/v1/users/u-alice".into(),
+        as_("bob"),
+        String::new(),
+    )
+    .await;
+    assert_problem(&del, 403, "forbidden");
     signal(&child, "-TERM");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
