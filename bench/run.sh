@@ -14,6 +14,11 @@
 #   portcullis-jwt     a second Portcullis instance whose route needs a JWT
 #   envoy-noauth       the "envoy" instance above (no jwt_authn filter)
 #   envoy-jwt          a second Envoy with the jwt_authn filter on /api/
+#   portcullis-authz   a third Portcullis instance whose route needs the JWT
+#                      and authorizes it: a permission (require), path-bound
+#                      ownership (owner = {param = "id"}, so it asks for
+#                      /api/v1/users/bench-user, the token's subject) and one
+#                      CEL condition (allow_if)
 # Key pair, JWKS and token are minted per run by bench/mint_token.py.
 #
 # Prints one markdown table per scenario (stdout) with the median across
@@ -34,7 +39,7 @@
 #   TARGETS         "plain" targets, subset of: direct portcullis nginx envoy
 #                   [all four]
 #   JWT_TARGETS     "jwt" targets, subset of: portcullis-noauth portcullis-jwt
-#                   envoy-noauth envoy-jwt [all four]
+#                   portcullis-authz envoy-noauth envoy-jwt [all five]
 #   JWT_CACHE       1: both gateways may cache the verified token (Portcullis'
 #                   default cache; Envoy jwt_cache_config); 0: both caches
 #                   off, every request pays the ES256 verification [1]
@@ -63,7 +68,7 @@ CONNECTIONS="${CONNECTIONS:-50}"
 WRK_THREADS="${WRK_THREADS:-1}"
 SCENARIOS="${SCENARIOS:-plain jwt}"
 TARGETS="${TARGETS:-direct portcullis nginx envoy}"
-JWT_TARGETS="${JWT_TARGETS:-portcullis-noauth portcullis-jwt envoy-noauth envoy-jwt}"
+JWT_TARGETS="${JWT_TARGETS:-portcullis-noauth portcullis-jwt portcullis-authz envoy-noauth envoy-jwt}"
 JWT_CACHE="${JWT_CACHE:-1}"
 PYTHON="${PYTHON:-python3}"
 BASE_PORT="${BASE_PORT:-61080}"
@@ -85,6 +90,7 @@ NGINX_PORT=$((BASE_PORT + 3))
 ENVOY_PORT=$((BASE_PORT + 4))
 PORTCULLIS_JWT_PORT=$((BASE_PORT + 5))
 ENVOY_JWT_PORT=$((BASE_PORT + 6))
+PORTCULLIS_AUTHZ_PORT=$((BASE_PORT + 7))
 ENVOY_JWT_ADMIN_PORT=$((BASE_PORT + 8))
 ENVOY_ADMIN_PORT=$((BASE_PORT + 9))
 
@@ -116,6 +122,7 @@ nproc_online="$(nproc)"
 declare -A SERVER=(
     [direct]=upstream [portcullis]=portcullis [nginx]=nginx [envoy]=envoy
     [portcullis-noauth]=portcullis [portcullis-jwt]=portcullis-jwt
+    [portcullis-authz]=portcullis-authz
     [envoy-noauth]=envoy [envoy-jwt]=envoy-jwt
 )
 WANT_PLAIN=0; WANT_JWT=0
@@ -138,8 +145,8 @@ fi
 if ((WANT_JWT)); then
     for t in $JWT_TARGETS; do
         case "$t" in
-            portcullis-noauth|portcullis-jwt|envoy-noauth|envoy-jwt) JWT+=("$t") ;;
-            *) die "unknown target '$t' in JWT_TARGETS (valid: portcullis-noauth portcullis-jwt envoy-noauth envoy-jwt)" ;;
+            portcullis-noauth|portcullis-jwt|portcullis-authz|envoy-noauth|envoy-jwt) JWT+=("$t") ;;
+            *) die "unknown target '$t' in JWT_TARGETS (valid: portcullis-noauth portcullis-jwt portcullis-authz envoy-noauth envoy-jwt)" ;;
         esac
     done
 fi
@@ -167,11 +174,11 @@ if needs envoy || needs envoy-jwt; then
     [[ -n "${ENVOY_BIN:-}" && -x "$ENVOY_BIN" ]] \
         || die "envoy binary not found (set ENVOY_BIN or run bench/setup.sh)"
 fi
-if needs portcullis || needs portcullis-jwt; then
+if needs portcullis || needs portcullis-jwt || needs portcullis-authz; then
     if [[ ! -x "$PORTCULLIS_BIN" ]]; then
         log "SKIP portcullis targets: binary not found at $PORTCULLIS_BIN (build it with 'cargo build --release' or set PORTCULLIS_BIN)"
         SKIPPED_NOTES+=("portcullis skipped: no binary at \`$PORTCULLIS_REL\`")
-        drop_server portcullis; drop_server portcullis-jwt
+        drop_server portcullis; drop_server portcullis-jwt; drop_server portcullis-authz
     elif [[ -d "$REPO_DIR/src" ]]; then
         newer="$(find "$REPO_DIR/src" -type f -newer "$PORTCULLIS_BIN" | wc -l)"
         if ((newer > 0)); then
@@ -211,7 +218,8 @@ trap 'exit 143' TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$UPSTREAM_PORT" "$PORTCULLIS_PORT" "$NGINX_PORT" "$ENVOY_PORT" \
-         "$PORTCULLIS_JWT_PORT" "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" "$ENVOY_ADMIN_PORT"; do
+         "$PORTCULLIS_JWT_PORT" "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" "$ENVOY_ADMIN_PORT" \
+         "$PORTCULLIS_AUTHZ_PORT"; do
     port_in_use "$p" && die "port $p already in use (set BASE_PORT to another range)"
 done
 
@@ -468,9 +476,10 @@ envoy_yaml "$ENVOY_PORT" "$ENVOY_ADMIN_PORT" 0 >"$TMP/envoy/envoy.yaml"
 needs envoy-jwt && envoy_yaml "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" 1 >"$TMP/envoy-jwt/envoy.yaml"
 
 # ---- portcullis ---------------------------------------------------------------
-# portcullis_toml PORT JWT(0|1): same server settings; with JWT=1 the route
+# portcullis_toml PORT MODE(0|1|2): same server settings; with MODE=1 the route
 # requires a bearer JWT (a path cannot have a public and a protected route in
-# one config, hence a second instance on its own port).
+# one config, hence a second instance on its own port); MODE=2 adds
+# authorization: a permission, path ownership and a CEL condition.
 portcullis_toml() {
 cat <<EOF
 [server]
@@ -486,7 +495,7 @@ access = "off"
 [upstreams.app]
 url = "http://127.0.0.1:$UPSTREAM_PORT"
 EOF
-if [[ "$2" == 1 ]]; then
+if [[ "$2" != 0 ]]; then
     cat <<EOF
 
 [auth.jwt]
@@ -505,6 +514,16 @@ methods = ["GET"]
 upstream = "app"
 auth = ["jwt"]
 EOF
+    if [[ "$2" == 2 ]]; then
+        cat <<EOF
+require = ["documents:read"]
+owner = { param = "id", equals = "sub", unless = ["users:read:any"] }
+allow_if = "'user' in identity.roles && request.method == 'GET'"
+
+[authz.roles]
+user = ["users:read"]
+EOF
+    fi
 else
     cat <<EOF
 
@@ -517,9 +536,10 @@ public = true
 EOF
 fi
 }
-mkdir -p "$TMP/portcullis" "$TMP/portcullis-jwt"
+mkdir -p "$TMP/portcullis" "$TMP/portcullis-jwt" "$TMP/portcullis-authz"
 portcullis_toml "$PORTCULLIS_PORT" 0 >"$TMP/portcullis/portcullis.toml"
 needs portcullis-jwt && portcullis_toml "$PORTCULLIS_JWT_PORT" 1 >"$TMP/portcullis-jwt/portcullis.toml"
+needs portcullis-authz && portcullis_toml "$PORTCULLIS_AUTHZ_PORT" 2 >"$TMP/portcullis-authz/portcullis.toml"
 
 # ---- start everything ---------------------------------------------------------
 nginx_start() { # name cpu
@@ -535,6 +555,8 @@ URL[nginx]="http://127.0.0.1:$NGINX_PORT$REQ_PATH"
 URL[envoy]="http://127.0.0.1:$ENVOY_PORT$REQ_PATH"
 URL[portcullis-noauth]="${URL[portcullis]}"
 URL[portcullis-jwt]="http://127.0.0.1:$PORTCULLIS_JWT_PORT$REQ_PATH"
+# The owner check needs the token's own subject in the path.
+URL[portcullis-authz]="http://127.0.0.1:$PORTCULLIS_AUTHZ_PORT/api/v1/users/bench-user"
 URL[envoy-noauth]="${URL[envoy]}"
 URL[envoy-jwt]="http://127.0.0.1:$ENVOY_JWT_PORT$REQ_PATH"
 # Every request of the jwt scenario carries the token, public routes included,
@@ -584,6 +606,7 @@ if needs envoy-jwt; then
 fi
 needs portcullis && portcullis_start portcullis "${URL[portcullis]}"
 needs portcullis-jwt && portcullis_start portcullis-jwt "${URL[portcullis-jwt]}" "${AUTH_HDR[@]}"
+needs portcullis-authz && portcullis_start portcullis-authz "${URL[portcullis-authz]}" "${AUTH_HDR[@]}"
 ((${#PLAIN[@]} + ${#JWT[@]})) || die "no target left to measure"
 ALL=("${PLAIN[@]}" "${JWT[@]}")
 
@@ -719,6 +742,7 @@ label() {
         envoy) echo "Envoy $ver_envoy" ;;
         portcullis-noauth) echo "Portcullis, public route" ;;
         portcullis-jwt) echo "Portcullis, route requires JWT" ;;
+        portcullis-authz) echo "Portcullis, JWT + permission + owner + CEL" ;;
         envoy-noauth) echo "Envoy $ver_envoy, no jwt_authn" ;;
         envoy-jwt) echo "Envoy $ver_envoy + jwt_authn" ;;
     esac
@@ -781,6 +805,7 @@ if ((${#JWT[@]})); then
     echo "|---|---:|---:|---|"
     goal "Portcullis: JWT route vs public route" portcullis-jwt portcullis-noauth ge 0.9 "≥ 0.90×"
     goal "Portcullis JWT vs Envoy JWT" portcullis-jwt envoy-jwt gt 1 "> 1.00×"
+    goal "Portcullis: authorized route vs JWT-only route" portcullis-authz portcullis-jwt ge 0.95 "≥ 0.95×"
     has envoy-jwt && has envoy-noauth && \
         printf '| %s | %s | %s | %s |\n' "Envoy: jwt_authn vs none (reference)" \
             "$(ratio "${MRPS[envoy-jwt]}" "${MRPS[envoy-noauth]}")" "–" "–"

@@ -121,5 +121,89 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, jwt);
+/// Stage 7 alone: what a permission, a path-bound owner check and one CEL
+/// condition add per request, against a route with no authorization rule.
+fn authz(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use portcullis::audit::Access;
+    use portcullis::authn::identity::ClaimMap;
+    use portcullis::authz::{Authz, OwnerAttr, OwnerRule, Permission, RequestFacts, RouteAuthz};
+
+    let mut f = portcullis::config::file::Authz::default();
+    f.roles.insert("user".into(), vec!["users:read".into()]);
+    let authz = Authz::compile(&f, &[]).unwrap();
+    let id = ClaimMap::new("sub", "roles", "scope", None)
+        .identity(
+            serde_json::json!({"sub": "bench-user", "roles": ["user"], "scope": "documents:read"}),
+            "https://idp.bench",
+            u64::MAX,
+        )
+        .unwrap();
+    let policy = authz
+        .policy_env
+        .compile(
+            "routes[0].allow_if",
+            "'user' in identity.roles && request.method == 'GET'",
+        )
+        .unwrap();
+    let full = RouteAuthz {
+        require: vec![Permission::parse("documents:read").unwrap()],
+        owner: Some(OwnerRule {
+            param: "id".into(),
+            equals: OwnerAttr::Sub,
+            unless: vec![Permission::parse("users:read:any").unwrap()],
+        }),
+        policies: vec![Arc::new(policy)],
+        ..Default::default()
+    };
+    let none = RouteAuthz::default();
+    let params = vec![("id".to_string(), "bench-user".to_string())];
+    let headers = HeaderMap::new();
+    let method = Method::GET;
+    let facts = RequestFacts {
+        method: &method,
+        path: "/api/v1/users/bench-user",
+        params: &params,
+        query: None,
+        headers: &headers,
+        ip: "192.0.2.1".parse().unwrap(),
+    };
+    let access = Access {
+        sink: None,
+        request_id: "0123456789abcdef",
+        route: "users",
+        method: &method,
+        path: "/api/v1/users/bench-user",
+        client_ip: "192.0.2.1".parse().unwrap(),
+    };
+    assert!(authz.authorize(&full, Some(&id), &facts, &access).is_ok());
+    c.bench_function("authz/no_rule", |b| {
+        b.iter(|| {
+            authz
+                .authorize(black_box(&none), Some(&id), &facts, &access)
+                .is_ok()
+        })
+    });
+    let no_cel = RouteAuthz {
+        policies: Vec::new(),
+        ..full.clone()
+    };
+    c.bench_function("authz/permission_owner", |b| {
+        b.iter(|| {
+            authz
+                .authorize(black_box(&no_cel), Some(&id), &facts, &access)
+                .is_ok()
+        })
+    });
+    c.bench_function("authz/permission_owner_cel", |b| {
+        b.iter(|| {
+            authz
+                .authorize(black_box(&full), Some(&id), &facts, &access)
+                .is_ok()
+        })
+    });
+}
+
+criterion_group!(benches, bench, jwt, authz);
 criterion_main!(benches);

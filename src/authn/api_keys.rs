@@ -261,7 +261,7 @@ impl ApiKeys {
             headers,
             key_id: Some(rec.id),
             upstream_token: Default::default(),
-            policy: Default::default(),
+            authz: Default::default(),
         }))
     }
 

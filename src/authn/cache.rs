@@ -134,7 +134,7 @@ mod tests {
             headers: crate::authn::identity::IdentityHeaders::new("i", "s", &[], &[], None)
                 .unwrap_or_else(|_| unreachable!()),
             upstream_token: Default::default(),
-            policy: Default::default(),
+            authz: Default::default(),
             key_id: None,
         })
     }

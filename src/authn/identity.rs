@@ -54,8 +54,8 @@ pub struct Identity {
     pub key_id: Option<String>,
     /// The signed upstream token, once made (reused while it has life left).
     pub upstream_token: UpstreamTokenSlot,
-    /// The identity as a CEL value, made on first use by a condition.
-    pub policy: crate::authz::policy::PolicySlot,
+    /// What authorization derives from it (CEL value, parsed scopes).
+    pub authz: crate::authz::policy::IdentityCache,
 }
 
 /// A per-identity slot for the signed upstream token: `(value, exp)`.
@@ -180,7 +180,7 @@ impl ClaimMap {
         let headers = IdentityHeaders::new(issuer, &subject, &roles, &scopes, tenant.as_deref())?;
         Ok(Identity {
             upstream_token: UpstreamTokenSlot::default(),
-            policy: Default::default(),
+            authz: Default::default(),
             key_id: None,
             headers,
             subject,

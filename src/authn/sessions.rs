@@ -250,7 +250,7 @@ impl Sessions {
             ),
             headers,
             upstream_token: Default::default(),
-            policy: Default::default(),
+            authz: Default::default(),
             key_id: None,
         }))
     }

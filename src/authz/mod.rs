@@ -56,8 +56,7 @@ impl Permission {
 
     /// Whether this (granted) permission covers `needed`.
     pub fn grants(&self, needed: &Permission) -> bool {
-        let g = &self.0;
-        let n = &needed.0;
+        let (g, n) = (&self.0, &needed.0);
         for (i, seg) in g.iter().enumerate() {
             let last = i + 1 == g.len();
             match n.get(i) {
@@ -257,14 +256,13 @@ impl Authz {
 
     /// Whether the identity holds `needed` through a role or a scope.
     pub fn has(&self, id: &Identity, needed: &Permission) -> bool {
-        let scopes = id.scopes.iter().filter_map(|s| Permission::parse(s).ok());
-        let from_roles = id
-            .roles
-            .iter()
-            .filter_map(|r| self.roles.get(r))
-            .flatten()
-            .cloned();
-        scopes.chain(from_roles).any(|g| g.grants(needed))
+        id.authz.scopes(id).iter().any(|g| g.grants(needed))
+            || id
+                .roles
+                .iter()
+                .filter_map(|r| self.roles.get(r))
+                .flatten()
+                .any(|g| g.grants(needed))
     }
 
     /// Stage 7 for one request: permissions, path ownership, then the
@@ -296,10 +294,12 @@ impl Authz {
         if let Some(o) = &rule.owner {
             let bypass = o.unless.iter().any(|p| self.has(id, p));
             if !bypass {
-                let value = params
-                    .iter()
-                    .find(|(k, _)| *k == o.param)
-                    .map(|(_, v)| crate::canon::decode_segment(v));
+                let value = params.iter().find(|(k, _)| *k == o.param).map(|(_, v)| {
+                    match v.contains('%') {
+                        true => std::borrow::Cow::Owned(crate::canon::decode_segment(v)),
+                        false => std::borrow::Cow::Borrowed(v.as_str()),
+                    }
+                });
                 let mine = match o.equals {
                     OwnerAttr::Sub => Some(id.subject.as_str()),
                     OwnerAttr::Tenant => id.tenant.as_deref(),

@@ -288,31 +288,48 @@ impl cel::context::VariableResolver for Vars<'_> {
     }
 }
 
-/// The identity's CEL value, built on first use and kept with the identity.
+/// What authorization derives from an identity, made on first use and kept
+/// with it (a cached token pays once): its CEL value and its parsed scopes.
+/// Nothing here depends on the config, so it survives reloads unchanged.
 #[derive(Default)]
-pub struct PolicySlot(OnceLock<Box<dyn Val>>);
+pub struct IdentityCache {
+    value: OnceLock<Box<dyn Val>>,
+    scopes: OnceLock<Vec<super::Permission>>,
+}
 
-impl std::fmt::Debug for PolicySlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PolicySlot")
+impl IdentityCache {
+    /// The identity's scopes as permissions (those that parse).
+    pub fn scopes(&self, id: &Identity) -> &[super::Permission] {
+        self.scopes.get_or_init(|| {
+            id.scopes
+                .iter()
+                .filter_map(|s| super::Permission::parse(s).ok())
+                .collect()
+        })
     }
 }
 
-impl Clone for PolicySlot {
+impl std::fmt::Debug for IdentityCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityCache")
+    }
+}
+
+impl Clone for IdentityCache {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl PartialEq for PolicySlot {
+impl PartialEq for IdentityCache {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
 fn identity_value(id: &Identity) -> &(dyn Val + 'static) {
-    id.policy
-        .0
+    id.authz
+        .value
         .get_or_init(|| {
             let strings = |l: &[String]| -> Box<dyn Val> {
                 Box::new(CelList::from(
