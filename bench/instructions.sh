@@ -6,12 +6,19 @@
 # N2-N1 removes start-up and shut-down. Kernel work is not counted (it is the
 # same syscalls for every proxy here: one read and one writev per hop).
 #
-#   bench/instructions.sh            # portcullis and nginx
-#   N1=500 N2=2500 bench/instructions.sh
+# Targets (TARGETS, default all): portcullis (public route), nginx,
+# portcullis-jwt (the route needs an ES256 JWT, sent with every request),
+# portcullis-authz (the JWT route plus a permission, a path-bound owner check
+# and one CEL condition; it asks for /api/v1/users/bench-user, the token's
+# subject). The JWT targets need Python's `cryptography` (bench/mint_token.py).
+#
+#   bench/instructions.sh
+#   N1=500 N2=2500 TARGETS="portcullis-jwt portcullis-authz" bench/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1="${N1:-500}"
 N2="${N2:-2500}"
+TARGETS="${TARGETS:-portcullis nginx portcullis-jwt portcullis-authz}"
 PORTCULLIS_BIN="${PORTCULLIS_BIN:-target/release/portcullis}"
 command -v valgrind >/dev/null || { apt-get install -y valgrind >/dev/null; }
 command -v ab >/dev/null || { apt-get install -y apache2-utils >/dev/null; }
@@ -58,29 +65,63 @@ url = "http://127.0.0.1:$UP"
 path = "/api/v1/users/{id}"
 methods = ["GET"]
 upstream = "app"
-public = true
 CONF
+cp "$TMP/portcullis.toml" "$TMP/portcullis-jwt.toml"
+cp "$TMP/portcullis.toml" "$TMP/portcullis-authz.toml"
+echo 'public = true' >>"$TMP/portcullis.toml"
+if [[ " $TARGETS " == *" portcullis-jwt "* || " $TARGETS " == *" portcullis-authz "* ]]; then
+    python3 bench/mint_token.py "$TMP/jwt" >/dev/null
+    TOKEN="$(cat "$TMP/jwt/token")"
+    cat >>"$TMP/portcullis-authz.toml" <<'CONF'
+require = ["documents:read"]
+owner = { param = "id", equals = "sub", unless = ["users:read:any"] }
+allow_if = "'user' in identity.roles && request.method == 'GET'"
+[authz.roles]
+user = ["users:read"]
+CONF
+    for f in portcullis-jwt portcullis-authz; do
+        # the route's last line, then the issuer
+        sed -i 's/^upstream = "app"$/upstream = "app"\nauth = ["jwt"]/' "$TMP/$f.toml"
+        cat >>"$TMP/$f.toml" <<CONF
+[auth.jwt]
+[[auth.jwt.issuers]]
+issuer = "https://idp.bench"
+audiences = ["bench-api"]
+algorithms = ["ES256"]
+jwks_file = "$TMP/jwt/jwks.json"
+CONF
+    done
+fi
 "$NGINX_BIN" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/logs/error.log" &
 sleep 0.5
 
-wait_up() { for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PX/api/v1/users/1" && return 0; sleep 0.1; done; return 1; }
+wait_up() { # url [header]
+    for _ in $(seq 300); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' ${2:+-H "$2"} "$1")" == 200 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
 
 count() { # name n -> total instructions
     local name="$1" n="$2" out="$TMP/cg.$1.$2"
+    local url="http://127.0.0.1:$PX/api/v1/users/1" hdr=""
     case "$name" in
-        portcullis) valgrind --tool=callgrind --callgrind-out-file="$out" "$PORTCULLIS_BIN" serve --config "$TMP/portcullis.toml" >/dev/null 2>&1 & ;;
+        portcullis*) valgrind --tool=callgrind --callgrind-out-file="$out" "$PORTCULLIS_BIN" serve --config "$TMP/$name.toml" >/dev/null 2>&1 & ;;
         nginx) valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX_BIN" -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -e "$TMP/ng/logs/error.log" >/dev/null 2>&1 & ;;
     esac
     local pid=$!
-    wait_up || { echo "$name did not start" >&2; exit 1; }
-    ab -q -k -n "$n" -c 10 "http://127.0.0.1:$PX/api/v1/users/1" >"$TMP/ab.$name.$n" 2>&1
+    [[ "$name" == portcullis-jwt || "$name" == portcullis-authz ]] && hdr="Authorization: Bearer $TOKEN"
+    [[ "$name" == portcullis-authz ]] && url="http://127.0.0.1:$PX/api/v1/users/bench-user"
+    wait_up "$url" "$hdr" || { echo "$name did not start" >&2; exit 1; }
+    ab -q -k -n "$n" -c 10 ${hdr:+-H "$hdr"} "$url" >"$TMP/ab.$name.$n" 2>&1
     grep -q "Failed requests:        0" "$TMP/ab.$name.$n" || { cat "$TMP/ab.$name.$n" >&2; exit 1; }
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     sed -n 's/^summary: //p' "$out" | head -n1
 }
 
 printf '| proxy | user-space instructions per request |\n|---|---:|\n'
-for name in portcullis nginx; do
+for name in $TARGETS; do
     a="$(count "$name" "$N1")"; b="$(count "$name" "$N2")"
     printf '| %s | %s |\n' "$name" "$(( (b - a) / (N2 - N1) ))"
 done

@@ -98,6 +98,14 @@ async fn config_errors_name_their_toml_path() {
             "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/../b\"\npublic = true\nmethods = [\"GET\"]\nupstream = \"a\"\n",
             "routes[0].path",
         ),
+        (
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[authz.policies]\nhours = \"time.hour >=\"\n",
+            "authz.policies.hours",
+        ),
+        (
+            "[server.http]\nlisten = \"127.0.0.1:0\"\nmode = \"plain\"\n[auth.api_keys]\nhash_secret_file = \"s\"\n[upstreams.a]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a\"\nauth = [\"api_key\"]\nmethods = [\"GET\"]\nupstream = \"a\"\nallow_if = \"caller.team == 'x'\"\n",
+            "routes[0].allow_if",
+        ),
     ];
     for (text, path) in cases {
         let f = dir.path().join("c.toml");

@@ -22,6 +22,7 @@
 //! Every denial is an audit event (request id, subject, route, the rule's
 //! name, client ip); so is every allowed request on a route with `audit = true`.
 
+mod fast;
 pub mod policy;
 pub mod response;
 
@@ -363,7 +364,7 @@ impl<'a> RequestFacts<'a> {
     pub fn facts(
         &self,
         identity: &'a Identity,
-        response: Option<&'a (dyn cel::common::value::Val + 'static)>,
+        response: Option<(u16, Option<&'a serde_json::Value>)>,
     ) -> Facts<'a> {
         Facts {
             identity,

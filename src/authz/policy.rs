@@ -40,8 +40,8 @@ const VARIABLES: [&str; 4] = ["identity", "request", "time", "response"];
 /// Shared by all conditions of a plan: the CEL environment and time zone.
 pub struct PolicyEnv {
     env: Arc<Env>,
-    tz: chrono_tz::Tz,
-    secret_headers: Vec<http::HeaderName>,
+    pub(super) tz: chrono_tz::Tz,
+    pub(super) secret_headers: Vec<http::HeaderName>,
 }
 
 impl std::fmt::Debug for PolicyEnv {
@@ -123,6 +123,7 @@ impl PolicyEnv {
         Ok(Policy {
             name: name.to_owned(),
             on_response: refs.has_variable("response"),
+            fast: super::fast::compile(program.expression()),
             program,
             uses,
         })
@@ -131,14 +132,20 @@ impl PolicyEnv {
     /// Evaluates a condition: `Ok(true)` allows; `Ok(false)` and `Err` (the
     /// reason, for the log) deny.
     pub fn eval(&self, policy: &Policy, facts: &Facts<'_>) -> Result<bool, String> {
+        if let Some(node) = &policy.fast {
+            if let Some(b) = super::fast::eval(node, facts, self) {
+                return Ok(b);
+            }
+        }
         let u = policy.uses;
         let request = u.request.then(|| self.request_value(u, facts));
         let time = u.time.then(|| self.time_value());
+        let response = facts.response.map(|(s, b)| response_value(s, b));
         let vars = Vars {
             identity: identity_value(facts.identity),
             request: request.as_ref(),
             time: time.as_ref(),
-            response: facts.response,
+            response: response.as_deref(),
         };
         let mut ctx = Context::with_env(self.env.clone());
         ctx.set_variable_resolver(&vars);
@@ -231,6 +238,9 @@ pub struct Policy {
     pub name: String,
     /// Names `response`: checked on the upstream's answer.
     pub on_response: bool,
+    /// The same condition for the fast evaluator, when it has only what
+    /// that one handles (it falls back to `program` when unsure).
+    fast: Option<super::fast::Node>,
     program: Program,
     uses: Uses,
 }
@@ -264,8 +274,8 @@ pub struct Facts<'a> {
     pub headers: &'a http::HeaderMap,
     /// Client address (stage 1).
     pub ip: IpAddr,
-    /// `response`, for response conditions.
-    pub response: Option<&'a (dyn Val + 'static)>,
+    /// `response` (status, parsed body), for response conditions.
+    pub response: Option<(u16, Option<&'a Json>)>,
 }
 
 struct Vars<'a> {
@@ -440,7 +450,7 @@ mod tests {
         );
         headers.insert("x-api-key", http::HeaderValue::from_static("pk_secret"));
         let params = vec![("department".to_string(), "fin%61nce".to_string())];
-        let resp = response.map(|b| response_value(200, Some(b)));
+        let resp = response.map(|b| (200, Some(b)));
         let facts = Facts {
             identity: &id,
             method: &http::Method::GET,
@@ -449,7 +459,7 @@ mod tests {
             query: Some("limit=5&q=a+b%21&limit=9"),
             headers: &headers,
             ip: "192.0.2.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            response: resp.as_deref(),
+            response: resp,
         };
         env.eval(&p, &facts)
     }
@@ -530,6 +540,204 @@ mod tests {
         );
         // `response` in a request phase: unbound, so an error, so deny
         assert!(eval("response.status == 200", None).is_err());
+    }
+
+    /// The fast evaluator agrees with the CEL interpreter wherever it
+    /// answers, over random conditions mixing every field, types that do and
+    /// do not compare, missing attributes and the logical operators.
+    mod differential {
+        use super::*;
+        use proptest::prelude::*;
+
+        const STRS: &[&str] = &[
+            "identity.sub",
+            "identity.tenant",
+            "identity.issuer",
+            "identity.method",
+            "identity.attributes.department",
+            "identity.attributes.missing",
+            "identity.claims.sub",
+            "identity.attributes.nested.team",
+            "request.method",
+            "request.path",
+            "request.params.department",
+            "request.query.limit",
+            "request.query.q",
+            "request.headers['x-team']",
+            "request.headers.authorization",
+            "request.ip",
+            "response.body.owner_id",
+            "response.body.department",
+            "'finance'",
+            "'u-alice'",
+            "'GET'",
+            "'blue'",
+            "'5'",
+            "''",
+            "'192.0.2.7'",
+        ];
+        const INTS: &[&str] = &[
+            "identity.attributes.clearance",
+            "time.hour",
+            "time.weekday",
+            "time.year",
+            "response.status",
+            "response.body.count",
+            "response.body.ratio",
+            "3",
+            "0",
+            "200",
+            "-1",
+        ];
+        const LISTS: &[&str] = &[
+            "identity.roles",
+            "identity.scopes",
+            "identity.attributes.groups",
+            "identity.attributes",
+            "response.body.tags",
+            "response.body",
+            "['user', 'x']",
+        ];
+        const BOOLS: &[&str] = &[
+            "true",
+            "false",
+            "identity.attributes.active",
+            "response.body.draft",
+        ];
+        const OPS: &[&str] = &["==", "!=", "<", "<=", ">", ">="];
+
+        fn atom() -> impl Strategy<Value = String> {
+            let pick =
+                |l: &'static [&'static str]| (0..l.len()).prop_map(move |i| l[i].to_string());
+            prop_oneof![
+                // same kinds on both sides, mostly
+                (pick(STRS), 0..OPS.len(), pick(STRS))
+                    .prop_map(|(a, o, b)| format!("{a} {} {b}", OPS[o])),
+                (pick(INTS), 0..OPS.len(), pick(INTS))
+                    .prop_map(|(a, o, b)| format!("{a} {} {b}", OPS[o])),
+                // and mixed ones
+                (pick(STRS), 0..OPS.len(), pick(INTS))
+                    .prop_map(|(a, o, b)| format!("{a} {} {b}", OPS[o])),
+                (pick(BOOLS), 0..2usize, pick(BOOLS))
+                    .prop_map(|(a, o, b)| format!("{a} {} {b}", OPS[o])),
+                (pick(STRS), pick(LISTS)).prop_map(|(a, b)| format!("{a} in {b}")),
+                pick(BOOLS),
+            ]
+        }
+
+        fn expr() -> impl Strategy<Value = String> {
+            atom().prop_recursive(4, 24, 2, |inner| {
+                prop_oneof![
+                    inner.clone().prop_map(|e| format!("!({e})")),
+                    (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) && ({b})")),
+                    (inner.clone(), inner).prop_map(|(a, b)| format!("({a}) || ({b})")),
+                ]
+            })
+        }
+
+        fn facts_for<'a>(
+            id: &'a Identity,
+            headers: &'a http::HeaderMap,
+            params: &'a [(String, String)],
+            body: &'a Json,
+        ) -> Facts<'a> {
+            Facts {
+                identity: id,
+                method: &http::Method::GET,
+                path: "/api/v1/reports/finance",
+                params,
+                query: Some("limit=5&q=blue"),
+                headers,
+                ip: IpAddr::from([192, 0, 2, 7]),
+                response: Some((200, Some(body))),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn fast_path_agrees_with_the_interpreter(src in expr()) {
+                let env = env();
+                let claims = json!({"sub": "u-alice", "attributes": {
+                    "department": "finance", "clearance": 3, "active": true,
+                    "groups": ["finance", "blue", 7], "nested": {"team": "blue"}}});
+                let m = crate::authn::identity::ClaimMap::new("sub", "roles", "scope", Some("tenant"));
+                let mut id = m.identity(claims, "portcullis", 0).unwrap_or_else(|e| panic!("{e}"));
+                id.roles = vec!["user".into(), "admin".into()];
+                id.scopes = vec!["documents:read".into()];
+                let mut headers = http::HeaderMap::new();
+                headers.insert("x-team", http::HeaderValue::from_static("blue"));
+                headers.insert("authorization", http::HeaderValue::from_static("Bearer x"));
+                let params = vec![("department".to_string(), "fin%61nce".to_string())];
+                let body = json!({"owner_id": "u-alice", "department": "finance", "count": 3,
+                                  "ratio": 0.5, "tags": ["blue"], "draft": false});
+                let facts = facts_for(&id, &headers, &params, &body);
+                let Ok(mut p) = env.compile("t", &src) else { return Ok(()) };
+                let fast = p.fast.as_ref().and_then(|n| crate::authz::fast::eval(n, &facts, &env));
+                p.fast = None;
+                let interpreted = env.eval(&p, &facts);
+                if let Some(b) = fast {
+                    prop_assert_eq!(interpreted, Ok(b), "{}", src);
+                }
+            }
+        }
+
+        #[test]
+        fn the_usual_conditions_take_the_fast_path() {
+            let env = env();
+            let id = alice();
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-team", http::HeaderValue::from_static("blue"));
+            let params = vec![("department".to_string(), "fin%61nce".to_string())];
+            let body = json!({"department": "finance"});
+            let facts = facts_for(&id, &headers, &params, &body);
+            for (src, want) in [
+                (
+                    "identity.attributes.department == request.params.department && identity.attributes.clearance >= 3 && time.hour >= 0 && time.hour < 24",
+                    true,
+                ),
+                ("'user' in identity.roles && request.method == 'GET'", true),
+                (
+                    "response.body.department != 'finance' || identity.attributes.department == 'finance'",
+                    true,
+                ),
+                (
+                    "request.headers['x-team'] == 'blue' && !(identity.sub == 'u-bob')",
+                    true,
+                ),
+                ("identity.attributes.clearance > 3", false),
+                // the error side is absorbed, as in CEL
+                ("identity.attributes.missing == 'x' && false", false),
+            ] {
+                let p = env.compile("t", src).unwrap_or_else(|e| panic!("{e}"));
+                let fast = p
+                    .fast
+                    .as_ref()
+                    .and_then(|n| crate::authz::fast::eval(n, &facts, &env));
+                assert_eq!(fast, Some(want), "{src}");
+            }
+            // unsure at run time: the interpreter answers (and errors deny)
+            let p = env
+                .compile("t", "identity.attributes.missing == 'x'")
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                p.fast
+                    .as_ref()
+                    .and_then(|n| crate::authz::fast::eval(n, &facts, &env)),
+                None
+            );
+            assert!(env.eval(&p, &facts).is_err());
+            // what it leaves to the interpreter
+            for src in [
+                "size(identity.roles) > 0",
+                "identity.sub.startsWith('u-')",
+                "has(identity.attributes.x)",
+                "time.now > timestamp('2020-01-01T00:00:00Z')",
+            ] {
+                let p = env.compile("t", src).unwrap_or_else(|e| panic!("{e}"));
+                assert!(p.fast.is_none(), "{src}");
+            }
+        }
     }
 
     #[test]

@@ -178,8 +178,7 @@ impl Authz {
             }
         };
         if route.has_response_policies() {
-            let value = super::policy::response_value(status, parsed.as_ref());
-            let facts = req.facts(id, Some(value.as_ref()));
+            let facts = req.facts(id, Some((status, parsed.as_ref())));
             for p in route.policies.iter().filter(|p| p.on_response) {
                 if !self.holds(p, &facts, audit) {
                     return Err(Rejection::NotFound);
