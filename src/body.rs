@@ -29,6 +29,8 @@ pub struct Body {
     sent: u64,
     /// Written to the access log when the body is done or dropped.
     record: Option<Box<AccessRecord>>,
+    /// Concurrency slots, given back when the body is done or dropped.
+    slots: Vec<crate::ratelimit::Slot>,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,7 @@ impl Body {
             kind: Kind::Empty,
             sent: 0,
             record: None,
+            slots: Vec::new(),
         }
     }
 
@@ -54,6 +57,7 @@ impl Body {
             kind: Kind::Full(Some(b)),
             sent: 0,
             record: None,
+            slots: Vec::new(),
         }
     }
 
@@ -63,7 +67,13 @@ impl Body {
             kind: Kind::Stream(b),
             sent: 0,
             record: None,
+            slots: Vec::new(),
         }
+    }
+
+    /// Holds concurrency slots until the body is done (or dropped).
+    pub fn hold(&mut self, slots: Vec<crate::ratelimit::Slot>) {
+        self.slots = slots;
     }
 
     /// Attaches the access-log record, emitted when the body ends.

@@ -92,6 +92,10 @@ pub struct RequestContext {
     pub upstream_called: bool,
     /// A trusted proxy's `X-Forwarded-For` chain, kept to be extended.
     pub prior_xff: Option<String>,
+    /// The tightest rate limit seen (stages 4 and 6), for the headers.
+    pub rate: Option<crate::ratelimit::Report>,
+    /// In-flight slots and failure-only counts held until the answer.
+    pub held: crate::ratelimit::Held,
 }
 
 impl RequestContext {
@@ -127,6 +131,8 @@ impl RequestContext {
             params: Vec::new(),
             cors: None,
             identity: None,
+            rate: None,
+            held: Default::default(),
             rejection: None,
             upstream_called: false,
             prior_xff: if peer_trusted {

@@ -32,6 +32,7 @@ pub mod demo;
 pub mod headers;
 pub mod pipeline;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reject;
 pub mod route;
 pub mod server;

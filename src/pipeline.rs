@@ -81,6 +81,16 @@ pub async fn handle(
             rej.into_response(ctx.id_str())
         }
     };
+    // Failure-only limits and credential endpoints count once the status is known.
+    let held = std::mem::take(&mut ctx.held);
+    if !held.on_failure.is_empty() || held.credential {
+        ctx.plan
+            .ratelimit
+            .settle(&held, resp.status(), ctx.client_ip);
+    }
+    if !held.slots.is_empty() {
+        resp.body_mut().hold(held.slots);
+    }
     finish(&mut ctx, &mut resp);
     if let Some((uri, user_agent)) = logged {
         attach_log(ctx, &uri, user_agent, &mut resp);
@@ -135,7 +145,18 @@ async fn run(
         }
     }
 
-    // 4. (pre-auth rate limit: rate-limiting issue)
+    // 4. Pre-authentication limits (keyed by address, route, header,
+    //    parameter): before any password hash or signature is computed.
+    if route.credential_endpoint {
+        ctx.held.credential = true;
+        if let Some(secs) = plan.ratelimit.address_locked(ctx.client_ip) {
+            rate_audit(ctx, route, "login lockout", "ip");
+            return Err(Rejection::RateLimited { retry_after: secs });
+        }
+    }
+    if !route.limits.pre.is_empty() {
+        limit(ctx, route, &route.limits.pre, &parts.headers)?;
+    }
     // 5. Authentication: every route is public or names its methods.
     if let crate::authn::RouteAuth::Required(methods) = &route.auth {
         let presented = crate::authn::Presented {
@@ -152,7 +173,10 @@ async fn run(
             .await?;
         ctx.identity = Some(id);
     }
-    // 6. (post-auth rate limit: rate-limiting issue)
+    // 6. Post-authentication limits (keyed by user, API key, client).
+    if !route.limits.post.is_empty() && ctx.identity.is_some() {
+        limit(ctx, route, &route.limits.post, &parts.headers)?;
+    }
     // 7. Authorization: deny by default; other people's objects are 404.
     let rules = &route.authz;
     plan.authz.authorize(
@@ -317,6 +341,52 @@ async fn run(
         }
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// Stages 4 and 6: all of `which` must pass; a refusal is an audit event.
+fn limit(
+    ctx: &mut RequestContext,
+    route: &crate::route::Route,
+    which: &[usize],
+    headers: &http::HeaderMap,
+) -> Result<(), Rejection> {
+    let plan = ctx.plan.clone();
+    let facts = crate::ratelimit::KeyFacts {
+        ip: ctx.client_ip,
+        route: &route.name,
+        headers,
+        params: &ctx.params,
+        identity: ctx.identity.as_deref(),
+    };
+    let checked = plan
+        .ratelimit
+        .check(which, &facts, &mut ctx.rate, &mut ctx.held);
+    checked.map_err(|(i, rej)| {
+        if let Some(l) = plan.ratelimit.limits.get(i) {
+            let kinds: Vec<&str> = l.parts.iter().map(|p| p.kind()).collect();
+            rate_audit(ctx, route, &l.name, &kinds.join("+"));
+        }
+        rej
+    })
+}
+
+/// A rate-limit refusal as an audit event: the limit's name and key type,
+/// never the key (an API key's id is logged as the subject's key id only).
+fn rate_audit(ctx: &RequestContext, route: &crate::route::Route, limit: &str, key_type: &str) {
+    crate::audit::emit(
+        ctx.plan.audit_sink.as_deref(),
+        "rate_limited",
+        serde_json::json!({
+            "request_id": ctx.id_str(),
+            "route": &*route.name,
+            "limit": limit,
+            "key_type": key_type,
+            "subject": ctx.identity.as_ref().map(|i| i.subject.as_str()),
+            "client_ip": ctx.client_ip,
+            "method": ctx.method.as_str(),
+            "path": crate::access_log::truncate(&ctx.path, 512),
+        }),
+    );
 }
 
 fn access<'a>(
@@ -586,6 +656,9 @@ fn finish(ctx: &mut RequestContext, resp: &mut Response<Body>) {
     }
     h.append(header::VARY, VARY_ORIGIN.clone());
     h.insert("x-request-id", ctx.id.clone());
+    if let Some(r) = &ctx.rate {
+        plan.ratelimit.headers(r, h);
+    }
 }
 
 /// Stage 12: the access line is written when the body is done.

@@ -78,6 +78,13 @@ pub enum Rejection {
         /// The upstream's `Retry-After`, kept (it helps clients, leaks nothing).
         retry_after: Option<HeaderValue>,
     },
+    /// A rate limit, quota, concurrency limit or login lockout refused the
+    /// request; `retry_after` is in seconds.
+    #[error("too many requests; retry after {retry_after} seconds")]
+    RateLimited {
+        /// Seconds until a request may succeed.
+        retry_after: u64,
+    },
     /// The upstream's response could not be checked (not JSON, not the
     /// expected shape, or larger than the bound for checked responses); it is
     /// discarded rather than passed on unchecked.
@@ -103,6 +110,7 @@ impl Rejection {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamUnavailable | Self::UpstreamUnverifiable => StatusCode::BAD_GATEWAY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamFailed { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,6 +137,7 @@ impl Rejection {
             Self::UpstreamTimeout => "upstream-timeout",
             Self::UpstreamFailed { .. } => "upstream-error",
             Self::UpstreamUnverifiable => "upstream-unverifiable",
+            Self::RateLimited { .. } => "rate-limited",
             Self::Internal => "internal",
         }
     }
@@ -148,6 +157,7 @@ impl Rejection {
             Self::BodyTooLarge { .. } => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
             Self::UpstreamUnavailable | Self::UpstreamUnverifiable => "Bad gateway",
+            Self::RateLimited { .. } => "Too many requests",
             Self::UpstreamTimeout => "Gateway timeout",
             Self::UpstreamFailed { .. } => "Upstream error",
             Self::Internal => "Internal error",
@@ -189,6 +199,9 @@ impl Rejection {
                 ..
             } => {
                 h.insert(header::RETRY_AFTER, v);
+            }
+            Self::RateLimited { retry_after } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
         }

@@ -30,6 +30,10 @@ pub struct Route {
     pub api_key_query: Option<String>,
     /// Authorization rules.
     pub authz: crate::authz::RouteAuthz,
+    /// Rate limits, by phase.
+    pub limits: crate::ratelimit::RouteLimits,
+    /// The upstream's own credential endpoint (login lockout by address).
+    pub credential_endpoint: bool,
 }
 
 #[derive(Debug)]

@@ -364,6 +364,32 @@ pub async fn gateway_endpoint(
         .filter(|ch| !ch.is_control())
         .take(64)
         .collect();
+    // Brute-force protection: a locked account (from this address) or
+    // address is not even checked; the answer is the generic 429.
+    let rl = &plan.ratelimit;
+    let (ip_buf, ip_len) = rl.group(client_ip);
+    let ip_key = ip_buf.get(..ip_len).unwrap_or_default();
+    let account = c.username.clone();
+    if let Some(l) = &rl.lockout {
+        if let Some(us) = l.locked(
+            &rl.memory,
+            Some(&account),
+            ip_key,
+            crate::ratelimit::now_us(),
+        ) {
+            crate::audit::emit(
+                plan.audit_sink.as_deref(),
+                "login",
+                serde_json::json!({
+                    "outcome": "locked", "username": shown_name.to_string(),
+                    "client_ip": client_ip.to_string(), "request_id": request_id.to_string(),
+                }),
+            );
+            return Err(Rejection::RateLimited {
+                retry_after: us.div_ceil(1_000_000).max(1),
+            });
+        }
+    }
     let plan2 = plan.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let a = &plan2.authn;
@@ -389,6 +415,24 @@ pub async fn gateway_endpoint(
         tracing::error!(request_id = %request_id, error = %e, "login failed on the store");
         Rejection::Internal
     })?;
+    if let Some(l) = &rl.lockout {
+        let now = crate::ratelimit::now_us();
+        match &outcome {
+            Ok(_) => l.succeeded(&rl.memory, &account, ip_key, now),
+            Err(_) => {
+                if let Some(lock) = l.failed(&rl.memory, Some(&account), ip_key, now) {
+                    crate::audit::emit(
+                        plan.audit_sink.as_deref(),
+                        "login_lockout",
+                        serde_json::json!({
+                            "username": shown_name.to_string(), "client_ip": client_ip.to_string(),
+                            "lock_seconds": lock / 1_000_000, "request_id": request_id.to_string(),
+                        }),
+                    );
+                }
+            }
+        }
+    }
     match outcome {
         Ok((cookie, user, tokens)) => {
             crate::audit::emit(

@@ -46,6 +46,9 @@ pub struct File {
     /// Roles and the permissions they grant.
     #[serde(default)]
     pub authz: Authz,
+    /// Rate limits, quotas, concurrency limits, login lockout.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -408,6 +411,135 @@ pub struct Route {
     /// `response_owner` or response conditions); larger ones get 502.
     /// Default `[limits] max_buffered_response`.
     pub max_buffered_response: Option<ByteSize>,
+    /// Rate limits of this route: names from `[rate_limit.limits]` or
+    /// inline limits; all must pass. Default: `[rate_limit] default`;
+    /// `[]` for none.
+    pub rate_limits: Option<Vec<LimitRef>>,
+    /// A credential endpoint of the upstream (its own login, password reset):
+    /// its 4xx answers count as failures per client address for the login
+    /// lockout, and a locked address gets 429.
+    #[serde(default)]
+    pub credential_endpoint: bool,
+}
+
+/// A route's limit: a name from `[rate_limit.limits]` or an inline limit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum LimitRef {
+    /// A named limit.
+    Name(String),
+    /// An inline limit.
+    Inline(LimitSpec),
+}
+
+/// `{ key = "ip", algorithm = "sliding_window", limit = 100, window = "1m" }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    /// `ip`, `user`, `api_key`, `client`, `route`, `header:NAME`,
+    /// `param:NAME`, or a list of them (a combined key).
+    pub key: KeySpec,
+    /// `sliding_window` (default), `fixed_window`, `gcra`, or `concurrency`
+    /// (requests in flight at once; no window).
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    /// Requests per window (GCRA: the sustained rate; concurrency: in flight).
+    pub limit: u32,
+    /// The window (not for `concurrency`).
+    pub window: Option<HumanDuration>,
+    /// GCRA: requests allowed at once (default: `limit`).
+    pub burst: Option<u32>,
+    /// `"all"` (default) or `"failures"`: only answers with status 400 and
+    /// above count (checked before, counted after).
+    #[serde(default = "default_count")]
+    pub count: String,
+}
+
+/// One key part or several.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum KeySpec {
+    /// One part.
+    One(String),
+    /// Combined parts.
+    Many(Vec<String>),
+}
+
+fn default_algorithm() -> String {
+    "sliding_window".into()
+}
+
+fn default_count() -> String {
+    "all".into()
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// `"memory"` (one instance; the default).
+    pub backend: String,
+    /// Most keys the memory backend holds (oldest evicted beyond).
+    pub max_keys: usize,
+    /// IPv4 addresses are keyed by this prefix length.
+    pub ipv4_prefix: u8,
+    /// IPv6 addresses are keyed by this prefix length (one host cannot
+    /// rotate through its /64).
+    pub ipv6_prefix: u8,
+    /// Header families on limited routes: `"x-ratelimit"`, `"ietf"`.
+    pub headers: Vec<String>,
+    /// Limits for routes that do not name their own.
+    pub default: Vec<String>,
+    /// Named limits.
+    pub limits: BTreeMap<String, LimitSpec>,
+    /// Brute-force protection for the login endpoint.
+    pub login: LoginLimit,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            backend: "memory".into(),
+            max_keys: 1_000_000,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            headers: vec!["x-ratelimit".into(), "ietf".into()],
+            default: Vec::new(),
+            limits: BTreeMap::new(),
+            login: LoginLimit::default(),
+        }
+    }
+}
+
+/// `[rate_limit.login]`: on by default wherever there is a login.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginLimit {
+    /// `false` turns it off (a warning).
+    pub enabled: bool,
+    /// Failures per account and client address before a lock.
+    pub max_failures: u32,
+    /// Failures per client address, any accounts, before a lock.
+    pub max_failures_per_ip: u32,
+    /// The window failures count in.
+    pub window: HumanDuration,
+    /// The first lock; doubles with each lock in a row.
+    pub lockout: HumanDuration,
+    /// The longest lock.
+    pub max_lockout: HumanDuration,
+}
+
+impl Default for LoginLimit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_failures: 5,
+            max_failures_per_ip: 50,
+            window: HumanDuration(std::time::Duration::from_secs(15 * 60)),
+            lockout: HumanDuration(std::time::Duration::from_secs(5 * 60)),
+            max_lockout: HumanDuration(std::time::Duration::from_secs(24 * 3600)),
+        }
+    }
 }
 
 /// `response_owner = { pointer = "/owner_id", equals = "sub", unless = [...] }`

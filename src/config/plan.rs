@@ -76,6 +76,8 @@ pub struct Plan {
     pub identity_headers: Vec<String>,
     /// Roles and permissions.
     pub authz: crate::authz::Authz,
+    /// Rate limits and their state.
+    pub ratelimit: crate::ratelimit::RateLimits,
     /// SQLite file, when something needs the store.
     pub store_path: Option<std::path::PathBuf>,
     /// The open store, attached when the plan is installed.
@@ -381,6 +383,11 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         crate::authz::Authz::default()
     });
 
+    // --- rate limits
+    let mut rl_errors = Vec::new();
+    let (mut ratelimit, named_limits) =
+        crate::ratelimit::compile(&f.rate_limit, &mut rl_errors, &mut warnings);
+
     // --- routes
     let mut routes = Vec::new();
     let mut entries = Vec::new();
@@ -429,6 +436,17 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
             max_body: r.max_body.map_or(limits.max_body, |b| b.0),
             timeout: r.timeout.map(|t| t.0),
             api_key_query: r.api_key_query.clone(),
+            limits: crate::ratelimit::route_limits(
+                &mut ratelimit,
+                &named_limits,
+                &f.rate_limit.default,
+                r.rate_limits.as_deref(),
+                i,
+                r.public,
+                &mut rl_errors,
+                &mut warnings,
+            ),
+            credential_endpoint: r.credential_endpoint,
             authz: compile_route_authz(
                 r,
                 i,
@@ -449,6 +467,9 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
                 crate::authn::RouteAuth::Public
             }),
         });
+    }
+    for (path, m) in rl_errors {
+        e.push(path, m);
     }
     if f.routes.is_empty() {
         warnings.push("no [[routes]]: every request will be answered 404".into());
@@ -535,6 +556,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         admin,
         identity_headers,
         authz,
+        ratelimit,
         warnings,
     })
 }

@@ -210,6 +210,13 @@ async fn flush_key_uses(shared: Arc<Shared>) {
         n = n.wrapping_add(1);
         let sweep = n % 60 == 1; // every 5 minutes (and at start)
         let plan = shared.plan.load_full();
+        // Expired rate-limit entries, every 30 s (a sweep holds one shard's
+        // lock at a time).
+        if n % 6 == 0 {
+            let mem = plan.ratelimit.memory.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || mem.sweep(crate::ratelimit::now_us())).await;
+        }
         if plan.store.is_some() {
             let _ = tokio::task::spawn_blocking(move || {
                 let Some(s) = &plan.store else { return };

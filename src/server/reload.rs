@@ -33,6 +33,11 @@ pub(crate) fn prepare(
         (Some(t), Some(s)) if s.target() == t => Some(s.clone()),
         (Some(t), _) => Some(LogSink::open(t.clone())?),
     };
+    // Rate-limit state survives a reload (limits keep their ids unless they
+    // changed), unless the store's size changed.
+    if let Some(o) = old.filter(|o| o.ratelimit.max_keys == plan.ratelimit.max_keys) {
+        plan.ratelimit.memory = o.ratelimit.memory.clone();
+    }
     // The store: the old plan's when the file is the same, else opened now.
     plan.store = match (&plan.store_path, old.and_then(|o| o.store.as_ref())) {
         (Some(p), Some(s)) if s.path() == p.as_path() => Some(s.clone()),

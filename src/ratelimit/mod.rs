@@ -1,0 +1,705 @@
+//! Stages 4 and 6: rate limits, quotas and concurrency limits.
+//!
+//! A limit is compiled from `{ key, algorithm, limit, window }`; a route
+//! gets `[rate_limit] default` unless it names its own (`rate_limits`).
+//! Limits keyed only by request facts (ip, route, a header, a path
+//! parameter) run before authentication (stage 4), so credential stuffing is
+//! stopped before any password hash or signature check; limits keyed by the
+//! identity (user, API key, OAuth client) run after it (stage 6). All limits
+//! of a route must pass.
+//!
+//! * `algo.rs`: fixed window, sliding window, GCRA, as pure functions.
+//! * `memory.rs`: the embedded backend (sharded, bounded).
+//! * `lockout.rs`: brute-force protection for the login endpoint.
+
+pub mod algo;
+pub mod lockout;
+pub mod memory;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+pub use algo::{Algorithm, Decision, Spec};
+pub use memory::Memory;
+
+use crate::authn::Identity;
+use crate::reject::Rejection;
+
+/// One part of a limit's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyPart {
+    /// The client address, grouped by prefix.
+    Ip,
+    /// The identity's subject.
+    User,
+    /// The API key's id (API-key identities only).
+    ApiKey,
+    /// The OAuth client (tokens from the client credentials grant).
+    Client,
+    /// The route's name.
+    Route,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A path parameter.
+    Param(String),
+}
+
+impl KeyPart {
+    /// Parses `ip`, `user`, `api_key`, `client`, `route`, `header:NAME`,
+    /// `param:NAME`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ip" => Self::Ip,
+            "user" => Self::User,
+            "api_key" => Self::ApiKey,
+            "client" => Self::Client,
+            "route" => Self::Route,
+            _ => match s.split_once(':') {
+                Some(("header", h)) => Self::Header(
+                    http::HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("invalid header name {h:?}"))?,
+                ),
+                Some(("param", p)) if !p.is_empty() => Self::Param(p.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "unknown key {s:?}: use ip, user, api_key, client, route, header:NAME or param:NAME"
+                    ));
+                }
+            },
+        })
+    }
+
+    /// Needs the identity (runs after authentication).
+    pub fn needs_identity(&self) -> bool {
+        matches!(self, Self::User | Self::ApiKey | Self::Client)
+    }
+
+    /// Name for audit events (never the value).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::User => "user",
+            Self::ApiKey => "api_key",
+            Self::Client => "client",
+            Self::Route => "route",
+            Self::Header(_) => "header",
+            Self::Param(_) => "param",
+        }
+    }
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Requests over time.
+    Rate(Spec),
+    /// Requests in flight at once.
+    Concurrency(u32),
+}
+
+/// A compiled limit.
+#[derive(Debug)]
+pub struct Limit {
+    /// Its name (`[rate_limit.limits] NAME`, or `routes[i].rate_limits[j]`).
+    pub name: Arc<str>,
+    /// Distinguishes its state from every other limit's (name and spec).
+    pub id: u64,
+    /// What it counts.
+    pub kind: Kind,
+    /// The key.
+    pub parts: Vec<KeyPart>,
+    /// Only answers of 400 and above count (checked first, counted after).
+    pub failures_only: bool,
+    /// `RateLimit-Policy` value, made once.
+    pub policy_header: HeaderValue,
+    /// Window in seconds (for headers).
+    pub window_secs: u64,
+}
+
+impl Limit {
+    /// Runs after authentication.
+    pub fn post_auth(&self) -> bool {
+        self.parts.iter().any(KeyPart::needs_identity)
+    }
+}
+
+/// Which header families are sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderFamilies {
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` (epoch seconds).
+    pub x_ratelimit: bool,
+    /// IETF `RateLimit-Policy` and `RateLimit`.
+    pub ietf: bool,
+}
+
+/// The compiled `[rate_limit]`.
+#[derive(Debug)]
+pub struct RateLimits {
+    /// All limits; routes refer to them by index.
+    pub limits: Vec<Limit>,
+    /// Where state lives.
+    pub memory: Arc<Memory>,
+    /// `max_keys` the memory store was made for (reused across reloads when equal).
+    pub max_keys: usize,
+    /// IPv4 prefix length keys group by.
+    pub ipv4_prefix: u8,
+    /// IPv6 prefix length keys group by.
+    pub ipv6_prefix: u8,
+    /// Header families.
+    pub headers: HeaderFamilies,
+    /// Login brute-force protection.
+    pub lockout: Option<lockout::Lockout>,
+}
+
+/// A route's limits, by phase.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    /// Before authentication.
+    pub pre: Vec<usize>,
+    /// After authentication.
+    pub post: Vec<usize>,
+}
+
+/// What stage 11 reports in headers: the tightest limit seen.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Limit index.
+    pub limit: usize,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// What a request holds until it is done: in-flight slots, and failure-only
+/// limits to count once the status is known.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Concurrency slots (released on drop).
+    pub slots: Vec<Slot>,
+    /// `(limit index, key)` to count when the answer is 400 or above.
+    pub on_failure: Vec<(usize, u64)>,
+    /// A credential endpoint: a 4xx answer is a failure of this address.
+    pub credential: bool,
+}
+
+/// An in-flight slot; dropping it gives it back.
+#[derive(Debug)]
+pub struct Slot {
+    memory: Arc<Memory>,
+    key: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.memory.release(self.key);
+    }
+}
+
+/// The facts a key is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFacts<'a> {
+    /// Client address (stage 1).
+    pub ip: IpAddr,
+    /// Route name.
+    pub route: &'a str,
+    /// Request headers.
+    pub headers: &'a http::HeaderMap,
+    /// Path parameters (percent-encoded, as in the canonical path).
+    pub params: &'a [(String, String)],
+    /// The identity (post-auth).
+    pub identity: Option<&'a Identity>,
+}
+
+/// Microseconds since the Unix epoch (wall clock: instances sharing a
+/// backend agree on windows).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl RateLimits {
+    /// The key of `limit` for this request; `None` when a part does not
+    /// apply (no identity, not an API key, header absent): the limit is
+    /// then skipped for this request.
+    pub fn key(&self, limit: &Limit, f: &KeyFacts<'_>) -> Option<u64> {
+        let mut h = self.memory.hasher(limit.id);
+        for p in &limit.parts {
+            match p {
+                KeyPart::Ip => {
+                    let (buf, len) = self.group(f.ip);
+                    h.part(buf.get(..len).unwrap_or_default());
+                }
+                KeyPart::User => h.part(f.identity?.subject.as_bytes()),
+                KeyPart::ApiKey => h.part(f.identity?.key_id.as_deref()?.as_bytes()),
+                KeyPart::Client => {
+                    h.part(f.identity?.claims.get("client_id")?.as_str()?.as_bytes());
+                }
+                KeyPart::Route => h.part(f.route.as_bytes()),
+                KeyPart::Header(name) => h.part(f.headers.get(name)?.as_bytes()),
+                KeyPart::Param(n) => {
+                    let (_, v) = f.params.iter().find(|(k, _)| k == n)?;
+                    h.part(v.as_bytes());
+                }
+            }
+        }
+        Some(h.finish())
+    }
+
+    /// The address as keyed: IPv4 by `ipv4_prefix`, IPv6 by `ipv6_prefix`
+    /// (one host cannot rotate through its /64). A family byte, then the
+    /// masked address; the length used.
+    pub fn group(&self, ip: IpAddr) -> ([u8; 17], usize) {
+        fn mask(bytes: &mut [u8], prefix: u8) {
+            let prefix = usize::from(prefix);
+            for (i, b) in bytes.iter_mut().enumerate() {
+                let bits = prefix.saturating_sub(i * 8).min(8);
+                *b &= if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+            }
+        }
+        let mut out = [0u8; 17];
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let mut b = v4.octets();
+                mask(&mut b, self.ipv4_prefix);
+                out[0] = 4;
+                out[1..5].copy_from_slice(&b);
+                (out, 5)
+            }
+            IpAddr::V6(v6) => {
+                let mut b = v6.octets();
+                mask(&mut b, self.ipv6_prefix);
+                out[0] = 6;
+                out[1..17].copy_from_slice(&b);
+                (out, 17)
+            }
+        }
+    }
+
+    /// Runs `which` limits for one request: every one must pass. Keeps the
+    /// tightest decision for the headers, takes concurrency slots and notes
+    /// failure-only limits in `held`.
+    pub fn check(
+        &self,
+        which: &[usize],
+        f: &KeyFacts<'_>,
+        report: &mut Option<Report>,
+        held: &mut Held,
+    ) -> Result<(), (usize, Rejection)> {
+        let now = now_us();
+        for &i in which {
+            let Some(limit) = self.limits.get(i) else {
+                continue;
+            };
+            let Some(key) = self.key(limit, f) else {
+                continue;
+            };
+            match limit.kind {
+                Kind::Concurrency(max) => {
+                    if !self.memory.acquire(key, max) {
+                        return Err((i, Rejection::RateLimited { retry_after: 1 }));
+                    }
+                    held.slots.push(Slot {
+                        memory: self.memory.clone(),
+                        key,
+                    });
+                }
+                Kind::Rate(spec) => {
+                    let d = self.memory.check(&spec, key, now, !limit.failures_only);
+                    if limit.failures_only {
+                        held.on_failure.push((i, key));
+                    }
+                    let tighter = report
+                        .as_ref()
+                        .is_none_or(|r| d.remaining < r.decision.remaining || !d.allowed);
+                    if tighter {
+                        *report = Some(Report {
+                            limit: i,
+                            decision: d,
+                        });
+                    }
+                    if !d.allowed {
+                        let secs = d.retry_after_us.div_ceil(1_000_000).max(1);
+                        return Err((i, Rejection::RateLimited { retry_after: secs }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the failure-only limits of a request whose answer was
+    /// `status`, and a credential endpoint's failure.
+    pub fn settle(&self, held: &Held, status: http::StatusCode, ip: IpAddr) {
+        if status.as_u16() < 400 {
+            return;
+        }
+        let now = now_us();
+        if held.credential
+            && status.is_client_error()
+            && status != http::StatusCode::TOO_MANY_REQUESTS
+        {
+            if let Some(l) = &self.lockout {
+                let (buf, len) = self.group(ip);
+                l.failed(&self.memory, None, buf.get(..len).unwrap_or_default(), now);
+            }
+        }
+        for &(i, key) in &held.on_failure {
+            if let Some(Limit {
+                kind: Kind::Rate(spec),
+                ..
+            }) = self.limits.get(i)
+            {
+                self.memory.add(spec, key, now);
+            }
+        }
+    }
+
+    /// The lockout of this address (credential endpoints): seconds to wait.
+    pub fn address_locked(&self, ip: IpAddr) -> Option<u64> {
+        let l = self.lockout.as_ref()?;
+        let (buf, len) = self.group(ip);
+        l.locked(
+            &self.memory,
+            None,
+            buf.get(..len).unwrap_or_default(),
+            now_us(),
+        )
+        .map(|us| us.div_ceil(1_000_000).max(1))
+    }
+
+    /// Stage 11: the rate-limit headers of the tightest limit.
+    pub fn headers(&self, report: &Report, h: &mut http::HeaderMap) {
+        let Some(limit) = self.limits.get(report.limit) else {
+            return;
+        };
+        let d = &report.decision;
+        let reset_s = d.reset_us.div_ceil(1_000_000);
+        if self.headers.x_ratelimit {
+            h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+            let epoch = now_us() / 1_000_000 + reset_s;
+            h.insert("x-ratelimit-reset", HeaderValue::from(epoch));
+        }
+        if self.headers.ietf {
+            h.insert("ratelimit-policy", limit.policy_header.clone());
+            let v = format!("\"{}\";r={};t={reset_s}", limit.name, d.remaining);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert("ratelimit", v);
+            }
+        }
+    }
+}
+
+/// Compiles `[rate_limit]`; errors are `(TOML path, message)`.
+pub fn compile(
+    f: &crate::config::file::RateLimit,
+    errors: &mut Vec<(String, String)>,
+    warnings: &mut Vec<String>,
+) -> (RateLimits, std::collections::HashMap<String, usize>) {
+    if f.backend != "memory" {
+        errors.push((
+            "rate_limit.backend".into(),
+            format!(
+                "{:?}: only \"memory\" is available in this version",
+                f.backend
+            ),
+        ));
+    }
+    if f.max_keys == 0 {
+        errors.push(("rate_limit.max_keys".into(), "must be above zero".into()));
+    }
+    if f.ipv4_prefix > 32 || f.ipv4_prefix == 0 {
+        errors.push(("rate_limit.ipv4_prefix".into(), "must be 1..=32".into()));
+    }
+    if f.ipv6_prefix > 128 || f.ipv6_prefix == 0 {
+        errors.push(("rate_limit.ipv6_prefix".into(), "must be 1..=128".into()));
+    }
+    let mut headers = HeaderFamilies::default();
+    for (i, h) in f.headers.iter().enumerate() {
+        match h.as_str() {
+            "x-ratelimit" => headers.x_ratelimit = true,
+            "ietf" => headers.ietf = true,
+            other => errors.push((
+                format!("rate_limit.headers[{i}]"),
+                format!("{other:?}: use \"x-ratelimit\" or \"ietf\""),
+            )),
+        }
+    }
+    let mut rl = RateLimits {
+        limits: Vec::new(),
+        memory: Arc::new(Memory::new(f.max_keys.max(1))),
+        max_keys: f.max_keys,
+        ipv4_prefix: f.ipv4_prefix.min(32),
+        ipv6_prefix: f.ipv6_prefix.min(128),
+        headers,
+        lockout: None,
+    };
+    let mut named = std::collections::HashMap::new();
+    for (name, spec) in &f.limits {
+        match compile_limit(name, spec) {
+            Ok(l) => {
+                named.insert(name.clone(), rl.limits.len());
+                rl.limits.push(l);
+            }
+            Err((field, m)) => errors.push((format!("rate_limit.limits.{name}{field}"), m)),
+        }
+    }
+    for (i, n) in f.default.iter().enumerate() {
+        if !named.contains_key(n) {
+            errors.push((
+                format!("rate_limit.default[{i}]"),
+                format!("no limit {n:?} in [rate_limit.limits]"),
+            ));
+        }
+    }
+    let l = &f.login;
+    if l.enabled {
+        if l.max_failures == 0 || l.max_failures_per_ip == 0 {
+            errors.push((
+                "rate_limit.login".into(),
+                "max_failures and max_failures_per_ip must be above zero".into(),
+            ));
+        }
+        let us = |d: &crate::config::units::HumanDuration| {
+            u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX).max(1)
+        };
+        rl.lockout = Some(lockout::Lockout {
+            max_failures: l.max_failures,
+            max_failures_per_ip: l.max_failures_per_ip,
+            window_us: us(&l.window),
+            lockout_us: us(&l.lockout),
+            max_lockout_us: us(&l.max_lockout).max(us(&l.lockout)),
+        });
+    } else {
+        warnings.push("rate_limit.login.enabled = false: logins and credential endpoints are open to password guessing".into());
+    }
+    (rl, named)
+}
+
+/// Compiles one limit; errors are `(".field", message)`.
+pub fn compile_limit(
+    name: &str,
+    s: &crate::config::file::LimitSpec,
+) -> Result<Limit, (String, String)> {
+    use crate::config::file::KeySpec;
+    let raw: Vec<&str> = match &s.key {
+        KeySpec::One(k) => vec![k.as_str()],
+        KeySpec::Many(ks) => ks.iter().map(String::as_str).collect(),
+    };
+    if raw.is_empty() {
+        return Err((".key".into(), "name at least one key part".into()));
+    }
+    let parts = raw
+        .iter()
+        .map(|k| KeyPart::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| (".key".to_string(), m))?;
+    if s.limit == 0 {
+        return Err((".limit".into(), "must be above zero".into()));
+    }
+    let failures_only = match s.count.as_str() {
+        "all" => false,
+        "failures" => true,
+        other => {
+            return Err((
+                ".count".into(),
+                format!("{other:?}: use \"all\" or \"failures\""),
+            ));
+        }
+    };
+    let window = s.window.map(|w| w.0);
+    let algorithm = match s.algorithm.as_str() {
+        "fixed_window" => Some(Algorithm::FixedWindow),
+        "sliding_window" => Some(Algorithm::SlidingWindow),
+        "gcra" => Some(Algorithm::Gcra),
+        "concurrency" => None,
+        other => {
+            return Err((
+                ".algorithm".into(),
+                format!("{other:?}: use sliding_window, fixed_window, gcra or concurrency"),
+            ));
+        }
+    };
+    let kind = match (algorithm, window) {
+        (None, None) => {
+            if failures_only {
+                return Err((
+                    ".count".into(),
+                    "a concurrency limit counts requests in flight".into(),
+                ));
+            }
+            Kind::Concurrency(s.limit)
+        }
+        (None, Some(_)) => {
+            return Err((".window".into(), "a concurrency limit has no window".into()));
+        }
+        (Some(_), None) => return Err((".window".into(), "required, e.g. \"1m\"".into())),
+        (Some(algorithm), Some(w)) => {
+            let window_us = u64::try_from(w.as_micros()).unwrap_or(u64::MAX);
+            if window_us < 1000 {
+                return Err((".window".into(), "must be at least 1ms".into()));
+            }
+            if s.burst.is_some() && algorithm != Algorithm::Gcra {
+                return Err((".burst".into(), "only gcra has a burst".into()));
+            }
+            Kind::Rate(Spec {
+                algorithm,
+                limit: s.limit,
+                window_us,
+                burst: s.burst.unwrap_or(s.limit).max(1),
+            })
+        }
+    };
+    let window_secs = window.map_or(0, |w| w.as_secs().max(1));
+    let quota = match kind {
+        Kind::Rate(Spec {
+            algorithm: Algorithm::Gcra,
+            burst,
+            ..
+        }) => burst,
+        _ => s.limit,
+    };
+    let policy = format!("\"{name}\";q={quota};w={window_secs}");
+    let policy_header = HeaderValue::from_str(&policy).map_err(|_| {
+        (
+            String::new(),
+            "the name must be printable ASCII".to_string(),
+        )
+    })?;
+    Ok(Limit {
+        id: limit_id(name, &kind, &parts, failures_only),
+        name: name.into(),
+        kind,
+        parts,
+        failures_only,
+        policy_header,
+        window_secs,
+    })
+}
+
+/// A route's limits: names from `[rate_limit.limits]` (or the defaults) and
+/// inline limits, split by phase. Errors are `(TOML path, message)`.
+#[allow(clippy::too_many_arguments)]
+pub fn route_limits(
+    rl: &mut RateLimits,
+    named: &std::collections::HashMap<String, usize>,
+    defaults: &[String],
+    refs: Option<&[crate::config::file::LimitRef]>,
+    i: usize,
+    public: bool,
+    errors: &mut Vec<(String, String)>,
+    warnings: &mut Vec<String>,
+) -> RouteLimits {
+    use crate::config::file::LimitRef;
+    let mut idx = Vec::new();
+    match refs {
+        None => idx.extend(defaults.iter().filter_map(|n| named.get(n).copied())),
+        Some(list) => {
+            for (j, r) in list.iter().enumerate() {
+                let path = format!("routes[{i}].rate_limits[{j}]");
+                match r {
+                    LimitRef::Name(n) => match named.get(n) {
+                        Some(k) => idx.push(*k),
+                        None => {
+                            errors.push((path, format!("no limit {n:?} in [rate_limit.limits]")))
+                        }
+                    },
+                    LimitRef::Inline(spec) => {
+                        match compile_limit(&format!("routes[{i}].rate_limits[{j}]"), spec) {
+                            Ok(l) => {
+                                idx.push(rl.limits.len());
+                                rl.limits.push(l);
+                            }
+                            Err((f, m)) => errors.push((format!("{path}{f}"), m)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = RouteLimits::default();
+    for k in idx {
+        let Some(l) = rl.limits.get(k) else { continue };
+        if l.post_auth() {
+            if public && refs.is_some() {
+                warnings.push(format!(
+                    "routes[{i}] is public: its limit {:?} is keyed by the identity and never applies",
+                    &*l.name
+                ));
+            }
+            out.post.push(k);
+        } else {
+            out.pre.push(k);
+        }
+    }
+    out
+}
+
+/// A limit's id: its name and spec, so that a reload that changes a limit
+/// starts it afresh and one that keeps it keeps its counts.
+pub fn limit_id(name: &str, kind: &Kind, parts: &[KeyPart], failures_only: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // A fixed hasher: ids must be stable across reloads (and, for a shared
+    // backend, across instances).
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    match kind {
+        Kind::Rate(s) => s.hash(&mut h),
+        Kind::Concurrency(n) => n.hash(&mut h),
+    }
+    parts.hash(&mut h);
+    failures_only.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(v4: u8, v6: u8) -> RateLimits {
+        RateLimits {
+            limits: Vec::new(),
+            memory: Arc::new(Memory::new(1000)),
+            max_keys: 1000,
+            ipv4_prefix: v4,
+            ipv6_prefix: v6,
+            headers: HeaderFamilies::default(),
+            lockout: None,
+        }
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_prefix() {
+        let l = limits(32, 64);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:ffff::9"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(l.group(a), l.group(b));
+        assert_ne!(l.group(a), l.group(c));
+        let l = limits(24, 48);
+        assert_eq!(l.group(a), l.group(c));
+        let x: IpAddr = "192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4]));
+        let y: IpAddr = "192.0.2.200".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(l.group(x), l.group(y));
+        // an IPv4-mapped IPv6 address is the IPv4 address
+        let m: IpAddr = "::ffff:192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(l.group(m), l.group(x));
+        let l = limits(32, 64);
+        assert_ne!(l.group(x), l.group(y));
+    }
+
+    #[test]
+    fn key_parts_parse() {
+        assert_eq!(KeyPart::parse("ip"), Ok(KeyPart::Ip));
+        assert_eq!(KeyPart::parse("param:id"), Ok(KeyPart::Param("id".into())));
+        assert!(KeyPart::parse("header:x tenant").is_err());
+        assert!(KeyPart::parse("cookie").is_err());
+        assert!(KeyPart::parse("user").is_ok_and(|k| k.needs_identity()));
+    }
+}
