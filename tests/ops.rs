@@ -502,6 +502,13 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
     )
     .await;
     assert_eq!(r.json()["items"].as_array().unwrap().len(), 4);
+    // the demo's limits: the tightest (100 a minute per user) is reported
+    assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+    assert!(
+        r.header("ratelimit-policy")
+            .unwrap()
+            .starts_with("\"api_per_user\"")
+    );
     let get = |who: &str, path: &str| send("GET", path.to_string(), as_(who), String::new());
     assert_eq!(get("alice", "/api/v1/users/u-alice").await.status, 200);
     assert_problem(&get("alice", "/api/v1/users/u-bob").await, 404, "not-found");
