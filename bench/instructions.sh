@@ -10,7 +10,11 @@
 # portcullis-jwt (the route needs an ES256 JWT, sent with every request),
 # portcullis-authz (the JWT route plus a permission, a path-bound owner check
 # and one CEL condition; it asks for /api/v1/users/bench-user, the token's
-# subject). The JWT targets need Python's `cryptography` (bench/mint_token.py).
+# subject), portcullis-ratelimit (the public route with the demo's per-address
+# limit, sliding window, set to 10^9 a minute so it never triggers) and
+# portcullis-jwt-ratelimit (the JWT route with the demo's two limits, per
+# address and per user, likewise). The JWT targets need Python's
+# `cryptography` (bench/mint_token.py).
 #
 #   bench/instructions.sh
 #   N1=500 N2=2500 TARGETS="portcullis-jwt portcullis-authz" bench/instructions.sh
@@ -18,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N1="${N1:-500}"
 N2="${N2:-2500}"
-TARGETS="${TARGETS:-portcullis nginx portcullis-jwt portcullis-authz}"
+TARGETS="${TARGETS:-portcullis nginx portcullis-jwt portcullis-authz portcullis-ratelimit portcullis-jwt-ratelimit}"
 PORTCULLIS_BIN="${PORTCULLIS_BIN:-target/release/portcullis}"
 command -v valgrind >/dev/null || { apt-get install -y valgrind >/dev/null; }
 command -v ab >/dev/null || { apt-get install -y apache2-utils >/dev/null; }
@@ -69,7 +73,11 @@ CONF
 cp "$TMP/portcullis.toml" "$TMP/portcullis-jwt.toml"
 cp "$TMP/portcullis.toml" "$TMP/portcullis-authz.toml"
 echo 'public = true' >>"$TMP/portcullis.toml"
-if [[ " $TARGETS " == *" portcullis-jwt "* || " $TARGETS " == *" portcullis-authz "* ]]; then
+cp "$TMP/portcullis.toml" "$TMP/portcullis-ratelimit.toml"
+cat >>"$TMP/portcullis-ratelimit.toml" <<'CONF'
+rate_limits = [{ key = "ip", algorithm = "sliding_window", limit = 1000000000, window = "1m" }]
+CONF
+if [[ " $TARGETS " == *" portcullis-jwt"* || " $TARGETS " == *" portcullis-authz "* ]]; then
     python3 bench/mint_token.py "$TMP/jwt" >/dev/null
     TOKEN="$(cat "$TMP/jwt/token")"
     cat >>"$TMP/portcullis-authz.toml" <<'CONF'
@@ -82,6 +90,9 @@ CONF
     for f in portcullis-jwt portcullis-authz; do
         # the route's last line, then the issuer
         sed -i 's/^upstream = "app"$/upstream = "app"\nauth = ["jwt"]/' "$TMP/$f.toml"
+        [[ "$f" == portcullis-jwt ]] && cat >>"$TMP/$f.toml" <<'CONF'
+rate_limits = []
+CONF
         cat >>"$TMP/$f.toml" <<CONF
 [auth.jwt]
 [[auth.jwt.issuers]]
@@ -91,6 +102,8 @@ algorithms = ["ES256"]
 jwks_file = "$TMP/jwt/jwks.json"
 CONF
     done
+    sed 's/^rate_limits = \[\]$/rate_limits = [\n  { key = "ip", algorithm = "sliding_window", limit = 1000000000, window = "1m" },\n  { key = "user", algorithm = "sliding_window", limit = 1000000000, window = "1m" },\n]/' \
+        "$TMP/portcullis-jwt.toml" >"$TMP/portcullis-jwt-ratelimit.toml"
 fi
 "$NGINX_BIN" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/logs/error.log" &
 sleep 0.5
@@ -111,7 +124,7 @@ count() { # name n -> total instructions
         nginx) valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX_BIN" -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -e "$TMP/ng/logs/error.log" >/dev/null 2>&1 & ;;
     esac
     local pid=$!
-    [[ "$name" == portcullis-jwt || "$name" == portcullis-authz ]] && hdr="Authorization: Bearer $TOKEN"
+    [[ "$name" == portcullis-jwt* || "$name" == portcullis-authz ]] && hdr="Authorization: Bearer $TOKEN"
     [[ "$name" == portcullis-authz ]] && url="http://127.0.0.1:$PX/api/v1/users/bench-user"
     wait_up "$url" "$hdr" || { echo "$name did not start" >&2; exit 1; }
     ab -q -k -n "$n" -c 10 ${hdr:+-H "$hdr"} "$url" >"$TMP/ab.$name.$n" 2>&1

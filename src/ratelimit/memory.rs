@@ -117,23 +117,26 @@ impl Memory {
     /// Checks (and, with `take`, counts) one request.
     pub fn check(&self, spec: &Spec, key: u64, now: u64, take: bool) -> Decision {
         let mut s = self.shard(key);
-        let per_shard = self.per_shard;
-        let fresh = !s.map.contains_key(&key);
-        if fresh {
-            s.make_room(per_shard, now);
+        // The usual case: a known key, one lookup.
+        if let Some(e) = s.map.get_mut(&key) {
+            if e.expires <= now {
+                e.state = State::default();
+            }
+            let d = algo::check(spec, &mut e.state, now, take);
+            e.expires = now + d.ttl_us;
+            return d;
         }
-        let e = s.map.entry(key).or_insert(Entry {
-            state: State::default(),
-            expires: 0,
-        });
-        if e.expires != 0 && e.expires <= now {
-            e.state = State::default();
-        }
-        let d = algo::check(spec, &mut e.state, now, take);
-        e.expires = now + d.ttl_us;
-        if fresh {
-            s.order.push_back(key);
-        }
+        s.make_room(self.per_shard, now);
+        let mut state = State::default();
+        let d = algo::check(spec, &mut state, now, take);
+        s.map.insert(
+            key,
+            Entry {
+                state,
+                expires: now + d.ttl_us,
+            },
+        );
+        s.order.push_back(key);
         d
     }
 

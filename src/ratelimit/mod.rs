@@ -114,6 +114,8 @@ pub struct Limit {
     pub failures_only: bool,
     /// `RateLimit-Policy` value, made once.
     pub policy_header: HeaderValue,
+    /// `X-RateLimit-Limit` value, made once.
+    pub limit_header: HeaderValue,
     /// Window in seconds (for headers).
     pub window_secs: u64,
 }
@@ -169,6 +171,8 @@ pub struct Report {
     pub limit: usize,
     /// The decision.
     pub decision: Decision,
+    /// When it was made (µs since the epoch).
+    pub at_us: u64,
 }
 
 /// What a request holds until it is done: in-flight slots, and failure-only
@@ -317,6 +321,7 @@ impl RateLimits {
                         *report = Some(Report {
                             limit: i,
                             decision: d,
+                            at_us: now,
                         });
                     }
                     if !d.allowed {
@@ -369,24 +374,48 @@ impl RateLimits {
         .map(|us| us.div_ceil(1_000_000).max(1))
     }
 
-    /// Stage 11: the rate-limit headers of the tightest limit.
+    /// Stage 11: the rate-limit headers of the tightest limit. Names are
+    /// static, the limit and policy values are made at load; the two
+    /// numbers that change are written without the formatting machinery.
     pub fn headers(&self, report: &Report, h: &mut http::HeaderMap) {
+        static LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+        static REMAINING: http::HeaderName = http::HeaderName::from_static("x-ratelimit-remaining");
+        static RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+        static POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+        static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
         let Some(limit) = self.limits.get(report.limit) else {
             return;
         };
         let d = &report.decision;
         let reset_s = d.reset_us.div_ceil(1_000_000);
+        // The changing values share one buffer: one allocation, three slices.
+        let mut buf = Vec::with_capacity(limit.name.len() + 64);
+        let remaining = span(&mut buf, |b| push_number(b, u64::from(d.remaining)));
+        let reset = span(&mut buf, |b| {
+            push_number(b, report.at_us / 1_000_000 + reset_s)
+        });
+        let ietf = span(&mut buf, |b| {
+            b.push(b'"');
+            b.extend_from_slice(limit.name.as_bytes());
+            b.extend_from_slice(b"\";r=");
+            push_number(b, u64::from(d.remaining));
+            b.extend_from_slice(b";t=");
+            push_number(b, reset_s);
+        });
+        let buf = bytes::Bytes::from(buf);
+        let value = |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
+        h.reserve(5);
         if self.headers.x_ratelimit {
-            h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-            h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
-            let epoch = now_us() / 1_000_000 + reset_s;
-            h.insert("x-ratelimit-reset", HeaderValue::from(epoch));
+            h.insert(LIMIT.clone(), limit.limit_header.clone());
+            if let (Some(rem), Some(res)) = (value(remaining), value(reset)) {
+                h.insert(REMAINING.clone(), rem);
+                h.insert(RESET.clone(), res);
+            }
         }
         if self.headers.ietf {
-            h.insert("ratelimit-policy", limit.policy_header.clone());
-            let v = format!("\"{}\";r={};t={reset_s}", limit.name, d.remaining);
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                h.insert("ratelimit", v);
+            h.insert(POLICY.clone(), limit.policy_header.clone());
+            if let Some(v) = value(ietf) {
+                h.insert(RATELIMIT.clone(), v);
             }
         }
     }
@@ -569,6 +598,7 @@ pub fn compile_limit(
         )
     })?;
     Ok(Limit {
+        limit_header: HeaderValue::from(quota),
         id: limit_id(name, &kind, &parts, failures_only),
         name: name.into(),
         kind,
@@ -635,6 +665,27 @@ pub fn route_limits(
         }
     }
     out
+}
+
+fn push_number(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends what `f` writes and returns its range.
+fn span(buf: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> std::ops::Range<usize> {
+    let start = buf.len();
+    f(buf);
+    start..buf.len()
 }
 
 /// A limit's id: its name and spec, so that a reload that changes a limit
