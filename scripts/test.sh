@@ -9,7 +9,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # --- what the tests need -------------------------------------------------------
-# (Later issues add apt packages such as redis-server here.)
+# redis-server: the Redis tests start real servers on free loopback ports.
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "installing redis-server"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust with rustup first" >&2
   exit 1

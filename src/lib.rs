@@ -33,6 +33,7 @@ pub mod headers;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod reject;
 pub mod route;
 pub mod server;

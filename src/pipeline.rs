@@ -155,7 +155,7 @@ async fn run(
         }
     }
     if !route.limits.pre.is_empty() {
-        limit(ctx, route, &route.limits.pre, &parts.headers)?;
+        limit(ctx, route, &route.limits.pre, &parts.headers).await?;
     }
     // 5. Authentication: every route is public or names its methods.
     if let crate::authn::RouteAuth::Required(methods) = &route.auth {
@@ -175,7 +175,7 @@ async fn run(
     }
     // 6. Post-authentication limits (keyed by user, API key, client).
     if !route.limits.post.is_empty() && ctx.identity.is_some() {
-        limit(ctx, route, &route.limits.post, &parts.headers)?;
+        limit(ctx, route, &route.limits.post, &parts.headers).await?;
     }
     // 7. Authorization: deny by default; other people's objects are 404.
     let rules = &route.authz;
@@ -344,7 +344,7 @@ async fn run(
 }
 
 /// Stages 4 and 6: all of `which` must pass; a refusal is an audit event.
-fn limit(
+async fn limit(
     ctx: &mut RequestContext,
     route: &crate::route::Route,
     which: &[usize],
@@ -360,7 +360,8 @@ fn limit(
     };
     let checked = plan
         .ratelimit
-        .check(which, &facts, &mut ctx.rate, &mut ctx.held);
+        .check(which, &facts, &mut ctx.rate, &mut ctx.held)
+        .await;
     checked.map_err(|(i, rej)| {
         if let Some(l) = plan.ratelimit.limits.get(i) {
             let kinds: Vec<&str> = l.parts.iter().map(|p| p.kind()).collect();

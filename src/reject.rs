@@ -85,6 +85,10 @@ pub enum Rejection {
         /// Seconds until a request may succeed.
         retry_after: u64,
     },
+    /// A limit needs its shared backend (Redis), which cannot be reached,
+    /// and is configured to fail closed.
+    #[error("the request cannot be admitted right now; retry shortly")]
+    LimiterUnavailable,
     /// The upstream's response could not be checked (not JSON, not the
     /// expected shape, or larger than the bound for checked responses); it is
     /// discarded rather than passed on unchecked.
@@ -111,6 +115,7 @@ impl Rejection {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamUnavailable | Self::UpstreamUnverifiable => StatusCode::BAD_GATEWAY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamFailed { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,6 +143,7 @@ impl Rejection {
             Self::UpstreamFailed { .. } => "upstream-error",
             Self::UpstreamUnverifiable => "upstream-unverifiable",
             Self::RateLimited { .. } => "rate-limited",
+            Self::LimiterUnavailable => "limiter-unavailable",
             Self::Internal => "internal",
         }
     }
@@ -158,6 +164,7 @@ impl Rejection {
             Self::HeadersTooLarge => "Request headers too large",
             Self::UpstreamUnavailable | Self::UpstreamUnverifiable => "Bad gateway",
             Self::RateLimited { .. } => "Too many requests",
+            Self::LimiterUnavailable => "Service unavailable",
             Self::UpstreamTimeout => "Gateway timeout",
             Self::UpstreamFailed { .. } => "Upstream error",
             Self::Internal => "Internal error",
@@ -202,6 +209,9 @@ impl Rejection {
             }
             Self::RateLimited { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            Self::LimiterUnavailable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             _ => {}
         }

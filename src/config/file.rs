@@ -453,6 +453,10 @@ pub struct LimitSpec {
     /// above count (checked before, counted after).
     #[serde(default = "default_count")]
     pub count: String,
+    /// With `backend = "redis"` unreachable: `"open"` lets requests through,
+    /// `"closed"` refuses them (503). Default: closed on credential
+    /// endpoints, open elsewhere.
+    pub fail: Option<String>,
 }
 
 /// One key part or several.
@@ -494,6 +498,44 @@ pub struct RateLimit {
     pub limits: BTreeMap<String, LimitSpec>,
     /// Brute-force protection for the login endpoint.
     pub login: LoginLimit,
+    /// The Redis server for `backend = "redis"`.
+    pub redis: Option<RedisCfg>,
+}
+
+/// `[rate_limit.redis]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCfg {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    /// Bound on each round trip (connect included).
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: HumanDuration,
+    /// Idle connections kept.
+    #[serde(default = "default_redis_idle")]
+    pub max_idle: usize,
+    /// Failed round trips in a row that open the circuit.
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails fast before one trial.
+    #[serde(default = "default_breaker_cool_down")]
+    pub breaker_cool_down: HumanDuration,
+}
+
+fn default_redis_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(100))
+}
+
+fn default_redis_idle() -> usize {
+    32
+}
+
+fn default_breaker_threshold() -> u32 {
+    3
+}
+
+fn default_breaker_cool_down() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(2))
 }
 
 impl Default for RateLimit {
@@ -507,6 +549,7 @@ impl Default for RateLimit {
             default: Vec::new(),
             limits: BTreeMap::new(),
             login: LoginLimit::default(),
+            redis: None,
         }
     }
 }

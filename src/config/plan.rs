@@ -443,6 +443,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
                 r.rate_limits.as_deref(),
                 i,
                 r.public,
+                r.credential_endpoint,
                 &mut rl_errors,
                 &mut warnings,
             ),

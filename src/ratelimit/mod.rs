@@ -15,6 +15,7 @@
 pub mod algo;
 pub mod lockout;
 pub mod memory;
+pub mod redis_store;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -118,6 +119,9 @@ pub struct Limit {
     pub limit_header: HeaderValue,
     /// Window in seconds (for headers).
     pub window_secs: u64,
+    /// With a shared backend that cannot be reached: let requests through
+    /// (`true`) or refuse them with 503 (`false`).
+    pub fail_open: bool,
 }
 
 impl Limit {
@@ -153,6 +157,9 @@ pub struct RateLimits {
     pub headers: HeaderFamilies,
     /// Login brute-force protection.
     pub lockout: Option<lockout::Lockout>,
+    /// The shared backend, when `backend = "redis"` (concurrency limits and
+    /// the login lockout stay in memory, per instance).
+    pub redis: Option<Arc<redis_store::RedisLimits>>,
 }
 
 /// A route's limits, by phase.
@@ -185,6 +192,8 @@ pub struct Held {
     pub on_failure: Vec<(usize, u64)>,
     /// A credential endpoint: a 4xx answer is a failure of this address.
     pub credential: bool,
+    /// Failure-only limits in Redis: `(limit index, Redis key)`.
+    pub on_failure_remote: Vec<(usize, String)>,
 }
 
 /// An in-flight slot; dropping it gives it back.
@@ -229,26 +238,40 @@ impl RateLimits {
     /// then skipped for this request.
     pub fn key(&self, limit: &Limit, f: &KeyFacts<'_>) -> Option<u64> {
         let mut h = self.memory.hasher(limit.id);
+        self.parts(limit, f, |p| h.part(p))?;
+        Some(h.finish())
+    }
+
+    /// The Redis key of `limit` for this request (`None` as for [`key`](Self::key)).
+    pub fn redis_key(&self, limit: &Limit, f: &KeyFacts<'_>) -> Option<String> {
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(limit.parts.len());
+        self.parts(limit, f, |p| parts.push(p.to_vec()))?;
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        Some(redis_store::key(limit.id, &refs))
+    }
+
+    /// Feeds the key's parts to `g`; `None` when one does not apply.
+    fn parts(&self, limit: &Limit, f: &KeyFacts<'_>, mut g: impl FnMut(&[u8])) -> Option<()> {
         for p in &limit.parts {
             match p {
                 KeyPart::Ip => {
                     let (buf, len) = self.group(f.ip);
-                    h.part(buf.get(..len).unwrap_or_default());
+                    g(buf.get(..len).unwrap_or_default());
                 }
-                KeyPart::User => h.part(f.identity?.subject.as_bytes()),
-                KeyPart::ApiKey => h.part(f.identity?.key_id.as_deref()?.as_bytes()),
+                KeyPart::User => g(f.identity?.subject.as_bytes()),
+                KeyPart::ApiKey => g(f.identity?.key_id.as_deref()?.as_bytes()),
                 KeyPart::Client => {
-                    h.part(f.identity?.claims.get("client_id")?.as_str()?.as_bytes());
+                    g(f.identity?.claims.get("client_id")?.as_str()?.as_bytes());
                 }
-                KeyPart::Route => h.part(f.route.as_bytes()),
-                KeyPart::Header(name) => h.part(f.headers.get(name)?.as_bytes()),
+                KeyPart::Route => g(f.route.as_bytes()),
+                KeyPart::Header(name) => g(f.headers.get(name)?.as_bytes()),
                 KeyPart::Param(n) => {
                     let (_, v) = f.params.iter().find(|(k, _)| k == n)?;
-                    h.part(v.as_bytes());
+                    g(v.as_bytes());
                 }
             }
         }
-        Some(h.finish())
+        Some(())
     }
 
     /// The address as keyed: IPv4 by `ipv4_prefix`, IPv6 by `ipv6_prefix`
@@ -284,7 +307,7 @@ impl RateLimits {
     /// Runs `which` limits for one request: every one must pass. Keeps the
     /// tightest decision for the headers, takes concurrency slots and notes
     /// failure-only limits in `held`.
-    pub fn check(
+    pub async fn check(
         &self,
         which: &[usize],
         f: &KeyFacts<'_>,
@@ -292,10 +315,24 @@ impl RateLimits {
         held: &mut Held,
     ) -> Result<(), (usize, Rejection)> {
         let now = now_us();
+        let mut remote: Vec<(usize, String, Spec, redis_store::Mode)> = Vec::new();
         for &i in which {
             let Some(limit) = self.limits.get(i) else {
                 continue;
             };
+            if let (Some(_), Kind::Rate(spec)) = (&self.redis, limit.kind) {
+                let Some(key) = self.redis_key(limit, f) else {
+                    continue;
+                };
+                let mode = if limit.failures_only {
+                    held.on_failure_remote.push((i, key.clone()));
+                    redis_store::Mode::Peek
+                } else {
+                    redis_store::Mode::Take
+                };
+                remote.push((i, key, spec, mode));
+                continue;
+            }
             let Some(key) = self.key(limit, f) else {
                 continue;
             };
@@ -331,6 +368,32 @@ impl RateLimits {
                 }
             }
         }
+        if let (Some(r), false) = (&self.redis, remote.is_empty()) {
+            let items: Vec<_> = remote
+                .iter()
+                .map(|(_, k, s, m)| (k.clone(), *s, *m))
+                .collect();
+            match r.run(&items).await {
+                Ok(decisions) => {
+                    for ((i, ..), d) in remote.iter().zip(decisions) {
+                        note(report, *i, d, now);
+                        if !d.allowed {
+                            let secs = d.retry_after_us.div_ceil(1_000_000).max(1);
+                            return Err((*i, Rejection::RateLimited { retry_after: secs }));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "rate-limit backend unavailable");
+                    if let Some((i, ..)) = remote
+                        .iter()
+                        .find(|(i, ..)| self.limits.get(*i).is_some_and(|l| !l.fail_open))
+                    {
+                        return Err((*i, Rejection::LimiterUnavailable));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -339,6 +402,23 @@ impl RateLimits {
     pub fn settle(&self, held: &Held, status: http::StatusCode, ip: IpAddr) {
         if status.as_u16() < 400 {
             return;
+        }
+        if let (Some(r), false) = (&self.redis, held.on_failure_remote.is_empty()) {
+            let items: Vec<_> = held
+                .on_failure_remote
+                .iter()
+                .filter_map(|(i, k)| match self.limits.get(*i)?.kind {
+                    Kind::Rate(spec) => Some((k.clone(), spec, redis_store::Mode::Add)),
+                    Kind::Concurrency(_) => None,
+                })
+                .collect();
+            let r = r.clone();
+            // Counted off the request path: the answer does not wait for Redis.
+            tokio::spawn(async move {
+                if let Err(e) = r.run(&items).await {
+                    tracing::debug!(error = %e, "a failure could not be counted in redis");
+                }
+            });
         }
         let now = now_us();
         if held.credential
@@ -427,13 +507,10 @@ pub fn compile(
     errors: &mut Vec<(String, String)>,
     warnings: &mut Vec<String>,
 ) -> (RateLimits, std::collections::HashMap<String, usize>) {
-    if f.backend != "memory" {
+    if f.backend != "memory" && f.backend != "redis" {
         errors.push((
             "rate_limit.backend".into(),
-            format!(
-                "{:?}: only \"memory\" is available in this version",
-                f.backend
-            ),
+            format!("{:?}: use \"memory\" or \"redis\"", f.backend),
         ));
     }
     if f.max_keys == 0 {
@@ -464,10 +541,26 @@ pub fn compile(
         ipv6_prefix: f.ipv6_prefix.min(128),
         headers,
         lockout: None,
+        redis: None,
     };
+    if f.backend == "redis" {
+        match &f.redis {
+            None => errors.push((
+                "rate_limit.redis".into(),
+                "backend = \"redis\" needs [rate_limit.redis] with a url".into(),
+            )),
+            Some(r) => match crate::redis::Redis::new(&r.url, r.timeout.0, r.max_idle) {
+                Ok(c) => {
+                    let c = c.with_breaker(r.breaker_threshold, r.breaker_cool_down.0);
+                    rl.redis = Some(Arc::new(redis_store::RedisLimits::new(Arc::new(c))));
+                }
+                Err(m) => errors.push(("rate_limit.redis.url".into(), m)),
+            },
+        }
+    }
     let mut named = std::collections::HashMap::new();
     for (name, spec) in &f.limits {
-        match compile_limit(name, spec) {
+        match compile_limit(name, spec, false) {
             Ok(l) => {
                 named.insert(name.clone(), rl.limits.len());
                 rl.limits.push(l);
@@ -511,7 +604,19 @@ pub fn compile(
 pub fn compile_limit(
     name: &str,
     s: &crate::config::file::LimitSpec,
+    credential: bool,
 ) -> Result<Limit, (String, String)> {
+    let fail_open = match s.fail.as_deref() {
+        None => !credential,
+        Some("open") => true,
+        Some("closed") => false,
+        Some(other) => {
+            return Err((
+                ".fail".into(),
+                format!("{other:?}: use \"open\" or \"closed\""),
+            ));
+        }
+    };
     use crate::config::file::KeySpec;
     let raw: Vec<&str> = match &s.key {
         KeySpec::One(k) => vec![k.as_str()],
@@ -606,6 +711,7 @@ pub fn compile_limit(
         failures_only,
         policy_header,
         window_secs,
+        fail_open,
     })
 }
 
@@ -619,6 +725,7 @@ pub fn route_limits(
     refs: Option<&[crate::config::file::LimitRef]>,
     i: usize,
     public: bool,
+    credential: bool,
     errors: &mut Vec<(String, String)>,
     warnings: &mut Vec<String>,
 ) -> RouteLimits {
@@ -637,7 +744,11 @@ pub fn route_limits(
                         }
                     },
                     LimitRef::Inline(spec) => {
-                        match compile_limit(&format!("routes[{i}].rate_limits[{j}]"), spec) {
+                        match compile_limit(
+                            &format!("routes[{i}].rate_limits[{j}]"),
+                            spec,
+                            credential,
+                        ) {
                             Ok(l) => {
                                 idx.push(rl.limits.len());
                                 rl.limits.push(l);
@@ -681,6 +792,20 @@ fn push_number(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// Keeps the tightest decision for the headers.
+fn note(report: &mut Option<Report>, i: usize, d: Decision, now: u64) {
+    let tighter = report
+        .as_ref()
+        .is_none_or(|r| d.remaining < r.decision.remaining || !d.allowed);
+    if tighter {
+        *report = Some(Report {
+            limit: i,
+            decision: d,
+            at_us: now,
+        });
+    }
+}
+
 /// Appends what `f` writes and returns its range.
 fn span(buf: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> std::ops::Range<usize> {
     let start = buf.len();
@@ -718,6 +843,7 @@ mod tests {
             ipv6_prefix: v6,
             headers: HeaderFamilies::default(),
             lockout: None,
+            redis: None,
         }
     }
 

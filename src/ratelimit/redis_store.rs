@@ -1,0 +1,222 @@
+//! The shared backend: rate-limit state in Redis, for several instances.
+//!
+//! One Lua script runs the same arithmetic as `algo.rs` atomically on the
+//! server, with the server's clock (`TIME`), so instances agree on windows
+//! whatever their own clocks say. It is loaded once (`SCRIPT LOAD`) and
+//! called by its SHA; all limits of a request go in one pipeline (one round
+//! trip). A Redis that lost its scripts (restart) gets it again on the next
+//! call. Keys are `pc:rl:{HASH}` with HASH a SHA-256 of the limit's id and
+//! the key's parts: stable across instances and builds, and a Redis Cluster
+//! hash tag.
+
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::digest;
+
+use super::algo::{Algorithm, Decision, Spec};
+use crate::redis::{Redis, RedisError, Reply, cmd};
+
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local alg = ARGV[1]
+local limit = tonumber(ARGV[2])
+local w = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+local mode = ARGV[5]
+local st = redis.call('HMGET', KEYS[1], 'a', 'b', 'c')
+local a = tonumber(st[1]) or 0
+local b = tonumber(st[2]) or 0
+local c = tonumber(st[3]) or 0
+local allowed, remaining, reset, retry, ttl
+if alg == 'g' then
+  local T = math.max(math.floor(w / limit), 1)
+  local cap = burst * T
+  if mode == 'add' then a = math.max(a, now) + T end
+  local tat = math.max(a, now)
+  local new_tat = tat + T
+  allowed = (new_tat - now) <= cap
+  local ahead = tat - now
+  if allowed and mode == 'take' then a = new_tat; ahead = new_tat - now end
+  remaining = math.floor((cap - math.min(ahead, cap)) / T)
+  reset = ahead
+  if allowed then retry = 0 else retry = new_tat - now - cap end
+  ttl = math.max(ahead, 1)
+else
+  local idx = math.floor(now / w)
+  if a ~= idx then
+    if alg == 's' and a + 1 == idx then c = b else c = 0 end
+    b = 0
+    a = idx
+  end
+  if mode == 'add' then b = b + 1 end
+  local elapsed = now - idx * w
+  reset = w - elapsed
+  if alg == 'f' then
+    allowed = b < limit
+    if allowed and mode == 'take' then b = b + 1 end
+    remaining = math.max(limit - b, 0)
+    if allowed then retry = 0 else retry = reset end
+    ttl = reset
+  else
+    local prev = c * (w - elapsed) / w
+    allowed = prev + b + 1 <= limit
+    if allowed and mode == 'take' then b = b + 1 end
+    remaining = math.max(math.floor(limit - prev - b), 0)
+    if allowed then
+      retry = 0
+    elseif b + 1 > limit then
+      retry = reset + (w - math.min(math.floor((limit - 1) * w / b), w))
+    else
+      retry = math.max(w - math.min(math.floor((limit - 1 - b) * w / c), w) - elapsed, 1)
+    end
+    ttl = reset + w
+  end
+end
+redis.call('HSET', KEYS[1], 'a', string.format('%.0f', a), 'b', string.format('%.0f', b), 'c', string.format('%.0f', c))
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1)
+if allowed then allowed = 1 else allowed = 0 end
+return {allowed, remaining, reset, retry}
+"#;
+
+/// What a check asks of Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Check and count.
+    Take,
+    /// Check only.
+    Peek,
+    /// Count one event (a failure).
+    Add,
+}
+
+/// Rate-limit state in Redis.
+#[derive(Debug)]
+pub struct RedisLimits {
+    /// The connection pool.
+    pub client: Arc<Redis>,
+    sha: Mutex<Option<String>>,
+}
+
+/// The Redis key of a limit's key (parts length-prefixed).
+pub fn key(limit_id: u64, parts: &[&[u8]]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(&limit_id.to_be_bytes());
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let d = ctx.finish();
+    let mut s = String::with_capacity(8 + 34);
+    s.push_str("pc:rl:{");
+    for b in d.as_ref().iter().take(16) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s.push('}');
+    s
+}
+
+impl RedisLimits {
+    /// Over a client.
+    pub fn new(client: Arc<Redis>) -> Self {
+        Self {
+            client,
+            sha: Mutex::new(None),
+        }
+    }
+
+    async fn sha(&self, reload: bool) -> Result<String, RedisError> {
+        if !reload {
+            if let Some(s) = self.sha.lock().ok().and_then(|g| g.clone()) {
+                return Ok(s);
+            }
+        }
+        let r = self
+            .client
+            .pipeline(&[cmd(["SCRIPT", "LOAD", SCRIPT])])
+            .await?;
+        match r.first() {
+            Some(Reply::Bulk(b)) => {
+                let s = String::from_utf8_lossy(b).into_owned();
+                if let Ok(mut g) = self.sha.lock() {
+                    *g = Some(s.clone());
+                }
+                Ok(s)
+            }
+            other => Err(RedisError::Io(format!("SCRIPT LOAD answered {other:?}"))),
+        }
+    }
+
+    /// Runs the limits in one round trip; one decision each.
+    pub async fn run(&self, items: &[(String, Spec, Mode)]) -> Result<Vec<Decision>, RedisError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sha = self.sha(false).await?;
+        for attempt in 0..2 {
+            let cmds: Vec<_> = items
+                .iter()
+                .map(|(k, s, m)| {
+                    let alg = match s.algorithm {
+                        Algorithm::FixedWindow => "f",
+                        Algorithm::SlidingWindow => "s",
+                        Algorithm::Gcra => "g",
+                    };
+                    let mode = match m {
+                        Mode::Take => "take",
+                        Mode::Peek => "peek",
+                        Mode::Add => "add",
+                    };
+                    cmd([
+                        "EVALSHA".to_string(),
+                        sha.clone(),
+                        "1".into(),
+                        k.clone(),
+                        alg.into(),
+                        s.limit.to_string(),
+                        s.window_us.to_string(),
+                        s.burst.to_string(),
+                        mode.into(),
+                    ])
+                })
+                .collect();
+            let replies = self.client.pipeline(&cmds).await?;
+            let noscript = replies
+                .iter()
+                .any(|r| matches!(r, Reply::Error(e) if e.starts_with("NOSCRIPT")));
+            if noscript && attempt == 0 {
+                sha = self.sha(true).await?;
+                continue;
+            }
+            return replies
+                .iter()
+                .zip(items)
+                .map(|(r, (_, s, _))| decision(r, s))
+                .collect();
+        }
+        Err(RedisError::Io("the script could not be loaded".into()))
+    }
+}
+
+fn decision(r: &Reply, s: &Spec) -> Result<Decision, RedisError> {
+    let Reply::Array(v) = r else {
+        return Err(RedisError::Io(format!("unexpected reply {r:?}")));
+    };
+    let n = |i: usize| match v.get(i) {
+        Some(Reply::Int(x)) => Ok(u64::try_from(*x).unwrap_or(0)),
+        other => Err(RedisError::Io(format!("unexpected reply {other:?}"))),
+    };
+    let reset = n(2)?;
+    Ok(Decision {
+        allowed: n(0)? == 1,
+        limit: if s.algorithm == Algorithm::Gcra {
+            s.burst
+        } else {
+            s.limit
+        },
+        remaining: u32::try_from(n(1)?).unwrap_or(u32::MAX),
+        reset_us: reset,
+        retry_after_us: n(3)?,
+        ttl_us: reset,
+    })
+}
