@@ -68,6 +68,10 @@ enum Command {
         /// Write the files and compile the config, then exit without serving.
         #[arg(long)]
         dry_run: bool,
+        /// Keep rate-limit counts in this Redis (`redis://host:port`), shared
+        /// by every instance that uses it; default: in memory.
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
@@ -443,6 +447,7 @@ pub fn main() -> ExitCode {
             http_port,
             admin_port,
             dry_run,
+            redis,
         } => {
             init_tracing("info");
             let rt = match runtime(0) {
@@ -455,6 +460,7 @@ pub fn main() -> ExitCode {
                     https: https_port,
                     http: http_port,
                     admin: admin_port,
+                    redis,
                 },
                 dry_run,
             )) {

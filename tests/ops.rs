@@ -135,6 +135,7 @@ async fn check_accepts_the_demo_config() {
         https: 8443,
         http: 8080,
         admin: 9090,
+        redis: None,
     };
     portcullis::demo::write_files(dir.path(), &ports, "127.0.0.1:3000").unwrap();
     let f = dir.path().join("portcullis.toml");
@@ -154,6 +155,16 @@ async fn check_accepts_the_demo_config() {
         !stdout.contains("warning"),
         "the demo config should be warning-free: {stdout}"
     );
+    // with --redis, the same config keeps its counts in Redis
+    let ports = portcullis::demo::DemoPorts {
+        redis: Some("redis://127.0.0.1:6379".into()),
+        ..ports
+    };
+    portcullis::demo::write_files(dir.path(), &ports, "127.0.0.1:3000").unwrap();
+    let text = std::fs::read_to_string(&f).unwrap();
+    assert!(text.contains("backend = \"redis\"") && text.contains("[rate_limit.redis]"));
+    let plan = portcullis::config::load(&f).unwrap();
+    assert!(plan.ratelimit.redis.is_some());
 }
 
 #[tokio::test]

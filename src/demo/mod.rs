@@ -21,6 +21,8 @@ pub struct DemoPorts {
     pub http: u16,
     /// Admin API.
     pub admin: u16,
+    /// Redis for rate limits (`--redis URL`); memory when `None`.
+    pub redis: Option<String>,
 }
 
 /// Fills the template.
@@ -31,6 +33,20 @@ pub fn render_config(ports: &DemoPorts, upstream: &str, admin_token_sha256: &str
         .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
         .replace("{{ADMIN_TOKEN_SHA256}}", admin_token_sha256)
         .replace("{{UPSTREAM}}", upstream)
+        .replace(
+            "{{RATE_LIMIT_BACKEND}}",
+            if ports.redis.is_some() {
+                "backend = \"redis\"            # shared by every instance using this Redis"
+            } else {
+                "backend = \"memory\"           # one instance (portcullis demo --redis URL: shared)"
+            },
+        )
+        .replace(
+            "{{RATE_LIMIT_REDIS}}",
+            &ports.redis.as_ref().map_or(String::new(), |url| {
+                format!("\n[rate_limit.redis]\nurl = {url:?}\ntimeout = \"100ms\"\n")
+            }),
+        )
 }
 
 /// Writes the config, certificate, key and API-key hash secret into `dir`;
