@@ -142,22 +142,11 @@ impl Memory {
 
     /// Counts one event (a failure) without a decision.
     pub fn add(&self, spec: &Spec, key: u64, now: u64) {
-        let mut s = self.shard(key);
-        let fresh = !s.map.contains_key(&key);
-        if fresh {
-            s.make_room(self.per_shard, now);
-            s.order.push_back(key);
-        }
-        let e = s.map.entry(key).or_insert(Entry {
-            state: State::default(),
-            expires: 0,
+        self.update(key, now, |state, _| {
+            algo::add(spec, state, now);
+            let d = algo::check(spec, state, now, false);
+            ((), now + d.ttl_us.max(d.retry_after_us))
         });
-        if e.expires != 0 && e.expires <= now {
-            e.state = State::default();
-        }
-        algo::add(spec, &mut e.state, now);
-        let d = algo::check(spec, &mut e.state, now, false);
-        e.expires = now + d.ttl_us.max(d.retry_after_us);
     }
 
     /// A live state, if any (nothing is inserted).
