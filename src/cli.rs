@@ -317,6 +317,9 @@ fn users(cmd: UsersCommand) -> Result<String, String> {
         }
         UsersCommand::Disable { username, .. } => {
             store.user_set_disabled(&username, true)?;
+            crate::store::shared::block_on(crate::store::shared::end_user(
+                &plan, &store, &username,
+            ))?;
             Ok(format!("disabled {username}; their sessions are ended"))
         }
         UsersCommand::Enable { username, .. } => {
@@ -326,6 +329,9 @@ fn users(cmd: UsersCommand) -> Result<String, String> {
         UsersCommand::Passwd { username, .. } => {
             let hash = crate::authn::sessions::hash_password(&read_password()?)?;
             if store.user_set_password(&username, &hash)? {
+                crate::store::shared::block_on(crate::store::shared::end_user(
+                    &plan, &store, &username,
+                ))?;
                 Ok(format!(
                     "password changed for {username}; their sessions are ended"
                 ))
@@ -374,10 +380,17 @@ fn keys(cmd: KeysCommand) -> Result<String, String> {
         KeysCommand::List { .. } => Ok(json(&store.key_list()?)),
         KeysCommand::Rotate { id, overlap, .. } => {
             let overlap = overlap.as_deref().map(secs).transpose()?;
-            Ok(json(&k.rotate(&store, &id, overlap, now)?))
+            let new = k.rotate(&store, &id, overlap, now)?;
+            if let Some(until) = store.key_get(&id)?.and_then(|r| r.expires) {
+                crate::store::shared::block_on(crate::store::shared::revoke_key(
+                    &plan, &id, until,
+                ))?;
+            }
+            Ok(json(&new))
         }
         KeysCommand::Revoke { id, .. } => {
             if store.key_revoke(&id, now)? {
+                crate::store::shared::block_on(crate::store::shared::revoke_key(&plan, &id, now))?;
                 Ok(format!("revoked {id}"))
             } else {
                 Err(format!("no active key {id}"))

@@ -163,6 +163,7 @@ async fn run(
             query: parts.uri.query(),
             api_key_query: route.api_key_query.as_deref(),
             store: plan.store.as_deref(),
+            shared: plan.shared.as_deref(),
             request_id: ctx.id_str(),
             method: &parts.method,
             https: ctx.https,

@@ -89,6 +89,10 @@ pub enum Rejection {
     /// and is configured to fail closed.
     #[error("the request cannot be admitted right now; retry shortly")]
     LimiterUnavailable,
+    /// Sessions, refresh tokens or key revocations are kept in Redis and it
+    /// cannot be reached: a credential is never accepted unchecked.
+    #[error("credentials cannot be checked right now; retry shortly")]
+    StateUnavailable,
     /// The upstream's response could not be checked (not JSON, not the
     /// expected shape, or larger than the bound for checked responses); it is
     /// discarded rather than passed on unchecked.
@@ -115,7 +119,7 @@ impl Rejection {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamUnavailable | Self::UpstreamUnverifiable => StatusCode::BAD_GATEWAY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LimiterUnavailable | Self::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamFailed { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +148,7 @@ impl Rejection {
             Self::UpstreamUnverifiable => "upstream-unverifiable",
             Self::RateLimited { .. } => "rate-limited",
             Self::LimiterUnavailable => "limiter-unavailable",
+            Self::StateUnavailable => "auth-state-unavailable",
             Self::Internal => "internal",
         }
     }
@@ -164,7 +169,7 @@ impl Rejection {
             Self::HeadersTooLarge => "Request headers too large",
             Self::UpstreamUnavailable | Self::UpstreamUnverifiable => "Bad gateway",
             Self::RateLimited { .. } => "Too many requests",
-            Self::LimiterUnavailable => "Service unavailable",
+            Self::LimiterUnavailable | Self::StateUnavailable => "Service unavailable",
             Self::UpstreamTimeout => "Gateway timeout",
             Self::UpstreamFailed { .. } => "Upstream error",
             Self::Internal => "Internal error",
@@ -210,7 +215,7 @@ impl Rejection {
             Self::RateLimited { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
-            Self::LimiterUnavailable => {
+            Self::LimiterUnavailable | Self::StateUnavailable => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             _ => {}

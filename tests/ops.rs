@@ -162,7 +162,7 @@ async fn check_accepts_the_demo_config() {
     };
     portcullis::demo::write_files(dir.path(), &ports, "127.0.0.1:3000").unwrap();
     let text = std::fs::read_to_string(&f).unwrap();
-    assert!(text.contains("backend = \"redis\"") && text.contains("[rate_limit.redis]"));
+    assert!(text.contains("backend = \"redis\"") && text.contains("[redis]"));
     let plan = portcullis::config::load(&f).unwrap();
     assert!(plan.ratelimit.redis.is_some());
 }

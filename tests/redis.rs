@@ -87,7 +87,7 @@ fn config(redis_port: u16, extra: &str) -> String {
 [rate_limit]
 backend = "redis"
 
-[rate_limit.redis]
+[redis]
 url = "redis://127.0.0.1:{redis_port}"
 timeout = "200ms"
 breaker_threshold = 2
@@ -249,4 +249,293 @@ async fn limits_work_again_when_redis_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(back, "limits did not recover when redis came back");
+}
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+fn sha256_hex(s: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn auth_config(redis_port: u16) -> String {
+    format!(
+        r#"{}
+[redis]
+url = "redis://127.0.0.1:{redis_port}"
+timeout = "200ms"
+breaker_threshold = 2
+breaker_cool_down = "300ms"
+
+[admin]
+listen = "127.0.0.1:0"
+token_sha256 = "{}"
+
+[auth.sessions]
+issue = ["cookie", "tokens"]
+
+[auth.tokens]
+issuer = "https://gw.test"
+audience = "gw-api"
+signing_keys = [{{ kid = "k1", file = "k1.pem" }}]
+
+[auth.api_keys]
+hash_secret_file = "key-secret"
+
+[[routes]]
+path = "/me"
+methods = ["GET"]
+upstream = "app"
+auth = ["session"]
+
+[[routes]]
+path = "/reports"
+methods = ["GET"]
+upstream = "app"
+auth = ["api_key"]
+"#,
+        base_config("", "behind_tls_proxy"),
+        sha256_hex(ADMIN_TOKEN)
+    )
+}
+
+async fn send(gw: &Gateway, method: &str, path: &str, headers: &str, body: &str) -> Raw {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: api.test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(gw.http(), req.as_bytes()).await
+}
+
+async fn admin(gw: &Gateway, method: &str, path: &str) -> Raw {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    raw(gw.admin.unwrap(), req.as_bytes()).await
+}
+
+const JSON: &str = "Content-Type: application/json\r\n";
+
+/// Three gateways, each with its own SQLite store, share one Redis: a
+/// session opened on one works on all, and ends on all at once; a refresh
+/// token is spent once across all of them; a key revoked on one is refused
+/// by the others on the very next request.
+#[tokio::test]
+async fn logout_and_revocation_on_one_instance_hold_on_all() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let signing = portcullis::authn::tokens::new_signing_key().unwrap();
+    let files = [
+        ("k1.pem", signing.as_str()),
+        ("key-secret", "0123456789abcdef0123456789abcdef-shared"),
+    ];
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        let gw = Gateway::start_raw_with(&up, &auth_config(redis.port), &files)
+            .await
+            .unwrap();
+        // users live in each instance's store
+        add_user(&gw, "alice", "alices long password", "user");
+        add_user(&gw, "bob", "bobs long password", "user");
+        gws.push(gw);
+    }
+    let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
+    let creds = |u: &str, p: &str| serde_json::json!({"username": u, "password": p}).to_string();
+
+    // --- sessions: login on A, use on B and C, logout on C
+    let r = send(
+        a,
+        "POST",
+        "/auth/login",
+        JSON,
+        &creds("alice", "alices long password"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    for gw in [a, b, c] {
+        assert_eq!(send(gw, "GET", "/me", &with_cookie, "").await.status, 200);
+    }
+    assert_eq!(
+        send(c, "POST", "/auth/logout", &with_cookie, "")
+            .await
+            .status,
+        204
+    );
+    for gw in [a, b, c] {
+        let r = send(gw, "GET", "/me", &with_cookie, "").await;
+        assert_problem(&r, 401, "unauthenticated");
+    }
+
+    // --- refresh tokens: spent on B; the same token again on A is reuse,
+    // which revokes the family: B's fresh token dies on C too
+    let body = serde_json::json!({ "refresh_token": refresh }).to_string();
+    let r = send(b, "POST", "/auth/refresh", JSON, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let next = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let r = send(a, "POST", "/auth/refresh", JSON, &body).await;
+    assert_eq!(r.status, 401, "a spent refresh token was accepted again");
+    let next_body = serde_json::json!({ "refresh_token": next }).to_string();
+    let r = send(c, "POST", "/auth/refresh", JSON, &next_body).await;
+    assert_eq!(r.status, 401, "the family survived a reuse");
+
+    // logout with a refresh token on A ends its family on B
+    let r = send(
+        a,
+        "POST",
+        "/auth/login",
+        JSON,
+        &creds("alice", "alices long password"),
+    )
+    .await;
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let body = serde_json::json!({ "refresh_token": refresh }).to_string();
+    assert_eq!(
+        send(a, "POST", "/auth/logout", JSON, &body).await.status,
+        204
+    );
+    assert_eq!(
+        send(b, "POST", "/auth/refresh", JSON, &body).await.status,
+        401
+    );
+
+    // --- disabling a user on one instance ends their sessions everywhere
+    let r = send(
+        b,
+        "POST",
+        "/auth/login",
+        JSON,
+        &creds("bob", "bobs long password"),
+    )
+    .await;
+    let bob = format!(
+        "Cookie: {}\r\n",
+        r.header("set-cookie").unwrap().split(';').next().unwrap()
+    );
+    assert_eq!(send(c, "GET", "/me", &bob, "").await.status, 200);
+    assert_eq!(admin(a, "POST", "/users/bob/disable").await.status, 204);
+    assert_eq!(send(c, "GET", "/me", &bob, "").await.status, 401);
+
+    // --- API keys: created on A, its record copied to B's and C's stores
+    // (records are per store; revocations are shared)
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "create", "--config"])
+        .arg(&a.config)
+        .args(["--owner", "svc", "--name", "n", "--scopes", "reports:read"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (key, id) = (
+        v["key"].as_str().unwrap().to_string(),
+        v["record"]["id"].as_str().unwrap().to_string(),
+    );
+    let record = portcullis::store::Store::open(&a.dir.path().join("portcullis.db"))
+        .unwrap()
+        .key_get(&id)
+        .unwrap()
+        .unwrap();
+    for gw in [b, c] {
+        portcullis::store::Store::open(&gw.dir.path().join("portcullis.db"))
+            .unwrap()
+            .key_insert(&record)
+            .unwrap();
+    }
+    let with_key = format!("X-Api-Key: {key}\r\n");
+    for gw in [a, b, c] {
+        assert_eq!(send(gw, "GET", "/reports", &with_key, "").await.status, 200);
+    }
+    assert_eq!(
+        admin(b, "POST", &format!("/keys/{id}/revoke")).await.status,
+        204
+    );
+    for gw in [a, b, c] {
+        let r = send(gw, "GET", "/reports", &with_key, "").await;
+        assert_problem(&r, 401, "unauthenticated");
+    }
+    // a key revoked through the CLI on C is refused on A as well
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "create", "--config"])
+        .arg(&c.config)
+        .args(["--owner", "svc", "--name", "m", "--scopes", "reports:read"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (key2, id2) = (
+        v["key"].as_str().unwrap().to_string(),
+        v["record"]["id"].as_str().unwrap().to_string(),
+    );
+    let record = portcullis::store::Store::open(&c.dir.path().join("portcullis.db"))
+        .unwrap()
+        .key_get(&id2)
+        .unwrap()
+        .unwrap();
+    portcullis::store::Store::open(&a.dir.path().join("portcullis.db"))
+        .unwrap()
+        .key_insert(&record)
+        .unwrap();
+    let with_key2 = format!("X-Api-Key: {key2}\r\n");
+    assert_eq!(send(a, "GET", "/reports", &with_key2, "").await.status, 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "revoke", "--config"])
+        .arg(&c.config)
+        .arg(&id2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(send(a, "GET", "/reports", &with_key2, "").await.status, 401);
+}
+
+/// Sessions are never accepted unchecked: with Redis gone, a session or API
+/// key answers 503 (retry), not 200 and not 401.
+#[tokio::test]
+async fn credentials_are_not_accepted_unchecked_when_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let signing = portcullis::authn::tokens::new_signing_key().unwrap();
+    let gw = Gateway::start_raw_with(
+        &up,
+        &auth_config(redis.port),
+        &[
+            ("k1.pem", signing.as_str()),
+            ("key-secret", "0123456789abcdef0123456789abcdef-shared"),
+        ],
+    )
+    .await
+    .unwrap();
+    add_user(&gw, "alice", "alices long password", "user");
+    let creds =
+        serde_json::json!({"username": "alice", "password": "alices long password"}).to_string();
+    let r = send(&gw, "POST", "/auth/login", JSON, &creds).await;
+    let cookie = format!(
+        "Cookie: {}\r\n",
+        r.header("set-cookie").unwrap().split(';').next().unwrap()
+    );
+    assert_eq!(send(&gw, "GET", "/me", &cookie, "").await.status, 200);
+    redis.stop();
+    let r = send(&gw, "GET", "/me", &cookie, "").await;
+    assert_problem(&r, 503, "auth-state-unavailable");
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let r = send(&gw, "POST", "/auth/login", JSON, &creds).await;
+    assert_problem(&r, 503, "auth-state-unavailable");
+    assert!(r.header("set-cookie").is_none());
 }

@@ -244,7 +244,16 @@ async fn handle(
             Ok((k, s)) => match secs(body.get("overlap")) {
                 Err(e) => problem(StatusCode::BAD_REQUEST, &e),
                 Ok(overlap) => match k.rotate(s, id, overlap, crate::unix_now()) {
-                    Ok(new) => reply(StatusCode::CREATED, Some(json!(new))),
+                    Ok(new) => {
+                        let until = s.key_get(id).ok().flatten().and_then(|r| r.expires);
+                        match until {
+                            Some(t) => match crate::store::shared::revoke_key(&plan, id, t).await {
+                                Ok(()) => reply(StatusCode::CREATED, Some(json!(new))),
+                                Err(e) => store_error(&e),
+                            },
+                            None => reply(StatusCode::CREATED, Some(json!(new))),
+                        }
+                    }
                     Err(e) => problem(StatusCode::NOT_FOUND, &e),
                 },
             },
@@ -252,7 +261,12 @@ async fn handle(
         },
         (&Method::POST, ["keys", id, "revoke"]) => match keys() {
             Ok((_, s)) => match s.key_revoke(id, crate::unix_now()) {
-                Ok(true) => reply(StatusCode::NO_CONTENT, None),
+                Ok(true) => {
+                    match crate::store::shared::revoke_key(&plan, id, crate::unix_now()).await {
+                        Ok(()) => reply(StatusCode::NO_CONTENT, None),
+                        Err(e) => store_error(&e),
+                    }
+                }
                 Ok(false) => problem(StatusCode::NOT_FOUND, "no active key with this id"),
                 Err(e) => store_error(&e),
             },
@@ -268,6 +282,12 @@ async fn handle(
         (&Method::POST, ["users", name, action @ ("disable" | "enable")]) => match &plan.store {
             Some(s) if plan.authn.sessions.is_some() => {
                 match s.user_set_disabled(name, *action == "disable") {
+                    Ok(true) if *action == "disable" => {
+                        match crate::store::shared::end_user(&plan, s, name).await {
+                            Ok(()) => reply(StatusCode::NO_CONTENT, None),
+                            Err(e) => store_error(&e),
+                        }
+                    }
                     Ok(true) => reply(StatusCode::NO_CONTENT, None),
                     Ok(false) => problem(StatusCode::NOT_FOUND, "no such user"),
                     Err(e) => store_error(&e),

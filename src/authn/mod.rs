@@ -66,6 +66,8 @@ pub struct Presented<'a> {
     pub api_key_query: Option<&'a str>,
     /// The store (API keys).
     pub store: Option<&'a crate::store::Store>,
+    /// Sessions and revocations in Redis, when configured.
+    pub shared: Option<&'a crate::store::shared::SharedAuth>,
     /// For logs.
     pub request_id: &'a str,
     /// Request method (CSRF check for cookie sessions).
@@ -113,12 +115,26 @@ impl Authn {
                 AuthMethod::Session => {
                     let Some(s) = &self.sessions else { continue };
                     let Some(id) = s.presented(h) else { continue };
-                    let store = p.store.ok_or(Rejection::Internal)?;
                     let now = crate::unix_now();
-                    let identity = match s.verify(store, id, now) {
+                    let verified = match p.shared {
+                        Some(shared) => s.verify_shared(shared, id, now).await.map_err(|e| {
+                            (e == sessions::SessionError::Store)
+                                .then_some(Rejection::StateUnavailable)
+                                .ok_or(e)
+                        }),
+                        None => {
+                            let store = p.store.ok_or(Rejection::Internal)?;
+                            s.verify(store, id, now).map_err(|e| {
+                                (e == sessions::SessionError::Store)
+                                    .then_some(Rejection::Internal)
+                                    .ok_or(e)
+                            })
+                        }
+                    };
+                    let identity = match verified {
                         Ok(i) => i,
-                        Err(sessions::SessionError::Store) => return Err(Rejection::Internal),
-                        Err(e) => return Err(invalid("session", &e)),
+                        Err(Ok(r)) => return Err(r),
+                        Err(Err(e)) => return Err(invalid("session", &e)),
                     };
                     if !s.same_origin(p.method, h, p.https) {
                         tracing::info!(
@@ -137,7 +153,22 @@ impl Authn {
                     let Some(key) = presented else { continue };
                     let store = p.store.ok_or(Rejection::Internal)?;
                     let now = crate::unix_now();
-                    return match k.verify(store, &key, now) {
+                    let verified = k.verify(store, &key, now);
+                    if let (Ok(id), Some(shared)) = (&verified, p.shared) {
+                        // Revocations made on any instance.
+                        let key_id = id.key_id.as_deref().unwrap_or_default();
+                        match shared.key_revoked(key_id, now).await {
+                            Ok(false) => {}
+                            Ok(true) => {
+                                return Err(invalid("api_key", &api_keys::ApiKeyError::Revoked));
+                            }
+                            Err(e) => {
+                                tracing::warn!(request_id, error = %e, "API key revocations unreadable");
+                                return Err(Rejection::StateUnavailable);
+                            }
+                        }
+                    }
+                    return match verified {
                         Ok(id) => {
                             tracing::debug!(
                                 request_id,
@@ -281,21 +312,39 @@ pub async fn gateway_endpoint(
             None
         };
         let cookie = s.presented(&parts.headers).map(str::to_owned);
-        let plan2 = plan.clone();
-        let (ended, revoked) = tokio::task::spawn_blocking(move || {
-            let a = &plan2.authn;
-            let ended = match (&a.sessions, cookie) {
-                (Some(s), Some(id)) => s.logout(&store, &id).unwrap_or(false),
+        let (ended, revoked) = if let Some(shared) = &plan.shared {
+            let ended = match cookie.as_deref().map(sessions::Sessions::id_hash) {
+                Some(Ok(h)) => shared
+                    .session_delete(&h)
+                    .await
+                    .map_err(|_| Rejection::StateUnavailable)?,
                 _ => false,
             };
-            let revoked = match (&a.tokens, refresh) {
-                (Some(t), Some(r)) => t.revoke(&store, &r.refresh_token, now).unwrap_or(false),
+            let revoked = match (&authn.tokens, refresh) {
+                (Some(t), Some(r)) => t
+                    .revoke_shared(shared, &r.refresh_token)
+                    .await
+                    .map_err(|_| Rejection::StateUnavailable)?,
                 _ => false,
             };
             (ended, revoked)
-        })
-        .await
-        .map_err(|_| Rejection::Internal)?;
+        } else {
+            let plan2 = plan.clone();
+            tokio::task::spawn_blocking(move || {
+                let a = &plan2.authn;
+                let ended = match (&a.sessions, cookie) {
+                    (Some(s), Some(id)) => s.logout(&store, &id).unwrap_or(false),
+                    _ => false,
+                };
+                let revoked = match (&a.tokens, refresh) {
+                    (Some(t), Some(r)) => t.revoke(&store, &r.refresh_token, now).unwrap_or(false),
+                    _ => false,
+                };
+                (ended, revoked)
+            })
+            .await
+            .map_err(|_| Rejection::Internal)?
+        };
         crate::audit::emit(
             plan.audit_sink.as_deref(),
             "logout",
@@ -311,24 +360,30 @@ pub async fn gateway_endpoint(
     }
 
     if let Some(t) = authn.tokens.as_ref().filter(|t| ctx.path == t.refresh_path) {
-        let _ = t;
         let b: RefreshBody =
             json_body(&parts, body, "expected {\"refresh_token\": \"...\"}").await?;
-        let plan2 = plan.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            plan2
-                .authn
-                .tokens
-                .as_ref()
-                .map(|t| t.refresh(&store, &b.refresh_token, now))
-        })
-        .await
-        .map_err(|_| Rejection::Internal)?
-        .ok_or(Rejection::Internal)?;
+        let out = if let Some(shared) = &plan.shared {
+            t.refresh_shared(shared, &b.refresh_token, now).await
+        } else {
+            let plan2 = plan.clone();
+            tokio::task::spawn_blocking(move || {
+                plan2
+                    .authn
+                    .tokens
+                    .as_ref()
+                    .map(|t| t.refresh(&store, &b.refresh_token, now))
+            })
+            .await
+            .map_err(|_| Rejection::Internal)?
+            .ok_or(Rejection::Internal)?
+        };
         return match out {
             Ok(tokens) => {
                 ctx.credentials = true;
                 Ok(json_response(&tokens))
+            }
+            Err(tokens::RefreshError::Store) if plan.shared.is_some() => {
+                Err(Rejection::StateUnavailable)
             }
             Err(tokens::RefreshError::Store) => Err(Rejection::Internal),
             Err(e) => {
@@ -391,18 +446,24 @@ pub async fn gateway_endpoint(
         }
     }
     let plan2 = plan.clone();
+    let shared = plan.shared.clone();
+    let save = shared.is_none();
     let outcome = tokio::task::spawn_blocking(move || {
         let a = &plan2.authn;
         let s = a.sessions.as_ref()?;
         Some(
-            s.login(&store, &c.username, &c.password, now)
+            s.login(&store, &c.username, &c.password, now, save)
                 .and_then(|login| match login {
-                    sessions::Login::Ok { cookie, user } => {
-                        let tokens = match (&a.tokens, s.issue_tokens) {
-                            (Some(t), true) => Some(t.issue(&store, &user, None, now)?),
+                    sessions::Login::Ok {
+                        cookie,
+                        user,
+                        unsaved,
+                    } => {
+                        let tokens = match (&a.tokens, s.issue_tokens, save) {
+                            (Some(t), true, true) => Some(t.issue(&store, &user, None, now)?),
                             _ => None,
                         };
-                        Ok(Ok((cookie, user, tokens)))
+                        Ok(Ok((cookie, user, tokens, unsaved)))
                     }
                     sessions::Login::Failed { reason } => Ok(Err(reason)),
                 }),
@@ -433,6 +494,26 @@ pub async fn gateway_endpoint(
             }
         }
     }
+    let outcome = match (outcome, &shared) {
+        (Ok((cookie, user, mut tokens, unsaved)), Some(shared)) => {
+            if let Some(hash) = unsaved {
+                shared
+                    .session_insert(&hash, &user, now, now.saturating_add(s.absolute), s.idle)
+                    .await
+                    .map_err(|_| Rejection::StateUnavailable)?;
+            }
+            if let (Some(t), true) = (&authn.tokens, s.issue_tokens) {
+                tokens = Some(
+                    t.issue_shared(shared, &user, None, now)
+                        .await
+                        .map_err(|_| Rejection::StateUnavailable)?,
+                );
+            }
+            Ok((cookie, user, tokens))
+        }
+        (Ok((cookie, user, tokens, _)), None) => Ok((cookie, user, tokens)),
+        (Err(reason), _) => Err(reason),
+    };
     match outcome {
         Ok((cookie, user, tokens)) => {
             crate::audit::emit(

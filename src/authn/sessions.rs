@@ -24,7 +24,8 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use serde_json::json;
 
 use super::identity::{AuthMethod, Identity, IdentityHeaders};
-use crate::store::{Store, UserRecord};
+use crate::store::shared::SharedAuth;
+use crate::store::{SessionRecord, Store, UserRecord};
 
 /// argon2id with OWASP's recommended minimum (m = 19 MiB, t = 2, p = 1).
 fn argon2() -> Argon2<'static> {
@@ -103,6 +104,8 @@ pub enum Login {
         cookie: Option<HeaderValue>,
         /// Who logged in.
         user: UserRecord,
+        /// The new session's id hash, when the caller stores it (Redis).
+        unsaved: Option<Vec<u8>>,
     },
     /// Unknown user, wrong password or disabled user (one answer for all).
     Failed {
@@ -138,12 +141,15 @@ impl Sessions {
     }
 
     /// Checks credentials and opens a session (blocking: argon2 and SQLite).
+    /// With `save = false` the session is not stored: the caller stores
+    /// `Login::Ok::unsaved` (in Redis).
     pub fn login(
         &self,
         store: &Store,
         username: &str,
         password: &str,
         now: i64,
+        save: bool,
     ) -> Result<Login, String> {
         let user = store.user_by_name(username)?;
         let Some(user) = user else {
@@ -163,17 +169,21 @@ impl Sessions {
             });
         }
         if !self.issue_cookie {
-            return Ok(Login::Ok { cookie: None, user });
+            return Ok(Login::Ok {
+                cookie: None,
+                user,
+                unsaved: None,
+            });
         }
         let mut id = [0u8; 32];
         getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
         let id = URL_SAFE_NO_PAD.encode(id);
-        store.session_insert(
-            &hash_id(&id),
-            &user.id,
-            now,
-            now.saturating_add(self.absolute),
-        )?;
+        let mut unsaved = Some(hash_id(&id));
+        if save {
+            if let Some(hash) = unsaved.take() {
+                store.session_insert(&hash, &user.id, now, now.saturating_add(self.absolute))?;
+            }
+        }
         let cookie = HeaderValue::from_str(&format!(
             "{}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
             self.cookie, self.absolute
@@ -182,6 +192,7 @@ impl Sessions {
         Ok(Login::Ok {
             cookie: Some(cookie),
             user,
+            unsaved,
         })
     }
 
@@ -205,8 +216,9 @@ impl Sessions {
             .map(|(_, v)| v)
     }
 
-    /// Checks a session id; records its use at most once a minute.
-    pub fn verify(&self, store: &Store, id: &str, now: i64) -> Result<Arc<Identity>, SessionError> {
+    /// The stored hash of a presented session id (`Malformed` if it cannot
+    /// be one).
+    pub fn id_hash(id: &str) -> Result<Vec<u8>, SessionError> {
         if id.len() != 43
             || !id
                 .bytes()
@@ -214,21 +226,61 @@ impl Sessions {
         {
             return Err(SessionError::Malformed);
         }
-        let hash = hash_id(id);
+        Ok(hash_id(id))
+    }
+
+    fn expired(&self, s: &SessionRecord, now: i64) -> bool {
+        now >= s.expires || now >= s.last_seen.saturating_add(self.idle)
+    }
+
+    fn due_touch(&self, s: &SessionRecord, now: i64) -> bool {
+        now - s.last_seen >= 60.min(self.idle / 4).max(1)
+    }
+
+    /// Checks a session id; records its use at most once a minute.
+    pub fn verify(&self, store: &Store, id: &str, now: i64) -> Result<Arc<Identity>, SessionError> {
+        let hash = Self::id_hash(id)?;
         let s = store
             .session_get(&hash)
             .map_err(|_| SessionError::Store)?
             .ok_or(SessionError::Unknown)?;
-        if now >= s.expires || now >= s.last_seen.saturating_add(self.idle) {
+        if self.expired(&s, now) {
             let _ = store.session_delete(&hash);
             return Err(SessionError::Expired);
         }
         if s.user.disabled {
             return Err(SessionError::Disabled);
         }
-        if now - s.last_seen >= 60.min(self.idle / 4).max(1) {
+        if self.due_touch(&s, now) {
             let _ = store.session_touch(&hash, now);
         }
+        Self::identity(s)
+    }
+
+    /// [`verify`](Self::verify) against the sessions in Redis.
+    pub async fn verify_shared(
+        &self,
+        shared: &SharedAuth,
+        id: &str,
+        now: i64,
+    ) -> Result<Arc<Identity>, SessionError> {
+        let hash = Self::id_hash(id)?;
+        let s = shared
+            .session_get(&hash)
+            .await
+            .map_err(|_| SessionError::Store)?
+            .ok_or(SessionError::Unknown)?;
+        if self.expired(&s, now) {
+            let _ = shared.session_delete(&hash).await;
+            return Err(SessionError::Expired);
+        }
+        if self.due_touch(&s, now) {
+            let _ = shared.session_touch(&hash, &s, now, self.idle).await;
+        }
+        Self::identity(s)
+    }
+
+    fn identity(s: SessionRecord) -> Result<Arc<Identity>, SessionError> {
         let u = s.user;
         let tenant = u
             .attributes

@@ -26,6 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use super::jwks::KeySet;
+use crate::store::shared::{SharedAuth, Spent};
 use crate::store::{RefreshUse, Store, UserRecord};
 
 /// Why a refresh was refused (logs only).
@@ -41,6 +42,13 @@ pub enum RefreshError {
     /// The store failed.
     #[error("store unavailable")]
     Store,
+}
+
+/// A minted refresh token, to be stored.
+struct UnsavedRefresh {
+    hash: Vec<u8>,
+    family: String,
+    expires: i64,
 }
 
 /// The compiled `[auth.tokens]`.
@@ -299,6 +307,71 @@ impl Tokens {
         family: Option<(&str, i64)>,
         now: i64,
     ) -> Result<Value, String> {
+        let (pair, unsaved) = self.mint(u, family, now)?;
+        store.refresh_insert(&unsaved.hash, &unsaved.family, &u.id, now, unsaved.expires)?;
+        Ok(pair)
+    }
+
+    /// [`issue`](Self::issue) with the refresh token stored in Redis.
+    pub async fn issue_shared(
+        &self,
+        shared: &SharedAuth,
+        u: &UserRecord,
+        family: Option<(&str, i64)>,
+        now: i64,
+    ) -> Result<Value, RefreshError> {
+        let (pair, r) = self.mint(u, family, now).map_err(|_| RefreshError::Store)?;
+        shared
+            .refresh_insert(&r.hash, &r.family, u, now, r.expires)
+            .await
+            .map_err(|_| RefreshError::Store)?;
+        Ok(pair)
+    }
+
+    /// [`refresh`](Self::refresh) against the tokens in Redis.
+    pub async fn refresh_shared(
+        &self,
+        shared: &SharedAuth,
+        refresh_token: &str,
+        now: i64,
+    ) -> Result<Value, RefreshError> {
+        if refresh_token.len() != 43 {
+            return Err(RefreshError::Invalid);
+        }
+        match shared
+            .refresh_use(&hash(refresh_token), now, self.refresh_ttl)
+            .await
+            .map_err(|_| RefreshError::Store)?
+        {
+            Spent::Ok(user, family, expires) => {
+                self.issue_shared(shared, &user, Some((&family, expires)), now)
+                    .await
+            }
+            Spent::Reused => Err(RefreshError::Reused),
+            Spent::Invalid => Err(RefreshError::Invalid),
+        }
+    }
+
+    /// [`revoke`](Self::revoke) in Redis.
+    pub async fn revoke_shared(
+        &self,
+        shared: &SharedAuth,
+        refresh_token: &str,
+    ) -> Result<bool, RefreshError> {
+        shared
+            .refresh_revoke_family_of(&hash(refresh_token), self.refresh_ttl)
+            .await
+            .map_err(|_| RefreshError::Store)
+    }
+
+    /// An access token and a refresh token, and what must be stored of the
+    /// latter.
+    fn mint(
+        &self,
+        u: &UserRecord,
+        family: Option<(&str, i64)>,
+        now: i64,
+    ) -> Result<(Value, UnsavedRefresh), String> {
         let access = self.access_token(u, now)?;
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
@@ -316,11 +389,16 @@ impl Tokens {
         };
         // A rotated token keeps its family's expiry: refreshing never extends
         // a login beyond refresh_ttl.
-        store.refresh_insert(&hash(&refresh), &family, &u.id, now, expires)?;
-        Ok(
+        let unsaved = UnsavedRefresh {
+            hash: hash(&refresh),
+            family,
+            expires,
+        };
+        Ok((
             json!({"access_token": access, "token_type": "Bearer", "expires_in": self.access_ttl,
                   "refresh_token": refresh}),
-        )
+            unsaved,
+        ))
     }
 
     /// Exchanges a refresh token for a new pair (the old one is spent).

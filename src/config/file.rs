@@ -49,6 +49,10 @@ pub struct File {
     /// Rate limits, quotas, concurrency limits, login lockout.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// A Redis shared by several instances: rate-limit counts (with
+    /// `rate_limit.backend = "redis"`), sessions, refresh tokens and
+    /// API key revocations.
+    pub redis: Option<RedisCfg>,
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -498,11 +502,9 @@ pub struct RateLimit {
     pub limits: BTreeMap<String, LimitSpec>,
     /// Brute-force protection for the login endpoint.
     pub login: LoginLimit,
-    /// The Redis server for `backend = "redis"`.
-    pub redis: Option<RedisCfg>,
 }
 
-/// `[rate_limit.redis]`
+/// `[redis]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisCfg {
@@ -549,7 +551,6 @@ impl Default for RateLimit {
             default: Vec::new(),
             limits: BTreeMap::new(),
             login: LoginLimit::default(),
-            redis: None,
         }
     }
 }

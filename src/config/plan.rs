@@ -82,6 +82,11 @@ pub struct Plan {
     pub store_path: Option<std::path::PathBuf>,
     /// The open store, attached when the plan is installed.
     pub store: Option<Arc<crate::store::Store>>,
+    /// The shared Redis (`[redis]`).
+    pub redis: Option<Arc<crate::redis::Redis>>,
+    /// Sessions, refresh tokens and key revocations in Redis, when `[redis]`
+    /// is set and something needs them.
+    pub shared: Option<Arc<crate::store::shared::SharedAuth>>,
     /// The admin API.
     pub admin: Option<crate::admin::AdminPlan>,
     /// Unsafe or dubious settings (`portcullis check` prints them).
@@ -383,10 +388,27 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         crate::authz::Authz::default()
     });
 
+    // --- the shared Redis
+    let redis = f.redis.as_ref().and_then(|r| {
+        match crate::redis::Redis::new(&r.url, r.timeout.0, r.max_idle) {
+            Ok(c) => Some(Arc::new(
+                c.with_breaker(r.breaker_threshold, r.breaker_cool_down.0),
+            )),
+            Err(m) => {
+                e.push("redis.url", m);
+                None
+            }
+        }
+    });
+    let shared = redis
+        .as_ref()
+        .filter(|_| have_keys || have_sessions)
+        .map(|r| Arc::new(crate::store::shared::SharedAuth::new(r.clone())));
+
     // --- rate limits
     let mut rl_errors = Vec::new();
     let (mut ratelimit, named_limits) =
-        crate::ratelimit::compile(&f.rate_limit, &mut rl_errors, &mut warnings);
+        crate::ratelimit::compile(&f.rate_limit, redis.as_ref(), &mut rl_errors, &mut warnings);
 
     // --- routes
     let mut routes = Vec::new();
@@ -554,6 +576,8 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         authn,
         store_path,
         store: None,
+        redis,
+        shared,
         admin,
         identity_headers,
         authz,

@@ -44,7 +44,7 @@ pub fn render_config(ports: &DemoPorts, upstream: &str, admin_token_sha256: &str
         .replace(
             "{{RATE_LIMIT_REDIS}}",
             &ports.redis.as_ref().map_or(String::new(), |url| {
-                format!("\n[rate_limit.redis]\nurl = {url:?}\ntimeout = \"100ms\"\n")
+                format!("\n[redis]\nurl = {url:?}\ntimeout = \"100ms\"\n")
             }),
         )
 }

@@ -504,6 +504,7 @@ impl RateLimits {
 /// Compiles `[rate_limit]`; errors are `(TOML path, message)`.
 pub fn compile(
     f: &crate::config::file::RateLimit,
+    redis: Option<&Arc<crate::redis::Redis>>,
     errors: &mut Vec<(String, String)>,
     warnings: &mut Vec<String>,
 ) -> (RateLimits, std::collections::HashMap<String, usize>) {
@@ -544,18 +545,12 @@ pub fn compile(
         redis: None,
     };
     if f.backend == "redis" {
-        match &f.redis {
+        match redis {
             None => errors.push((
-                "rate_limit.redis".into(),
-                "backend = \"redis\" needs [rate_limit.redis] with a url".into(),
+                "rate_limit.backend".into(),
+                "backend = \"redis\" needs a [redis] section with a url".into(),
             )),
-            Some(r) => match crate::redis::Redis::new(&r.url, r.timeout.0, r.max_idle) {
-                Ok(c) => {
-                    let c = c.with_breaker(r.breaker_threshold, r.breaker_cool_down.0);
-                    rl.redis = Some(Arc::new(redis_store::RedisLimits::new(Arc::new(c))));
-                }
-                Err(m) => errors.push(("rate_limit.redis.url".into(), m)),
-            },
+            Some(c) => rl.redis = Some(Arc::new(redis_store::RedisLimits::new(c.clone()))),
         }
     }
     let mut named = std::collections::HashMap::new();

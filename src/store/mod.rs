@@ -8,6 +8,8 @@
 //! so a revocation written by the CLI or the admin API is seen by the very
 //! next request.
 
+pub mod shared;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -407,7 +409,6 @@ impl Store {
             let n = c.execute("UPDATE users SET disabled = ?2 WHERE username = ?1", params![username, i64::from(disabled)])?;
             if disabled {
                 c.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", params![username])?;
-            c.execute(REVOKE_USER_REFRESH, params![username])?;
                 c.execute(REVOKE_USER_REFRESH, params![username])?;
             }
             Ok(n > 0)
