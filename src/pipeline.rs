@@ -149,7 +149,7 @@ async fn run(
     //    parameter): before any password hash or signature is computed.
     if route.credential_endpoint {
         ctx.held.credential = true;
-        if let Some(secs) = plan.ratelimit.address_locked(ctx.client_ip) {
+        if let Some(secs) = plan.ratelimit.locked(None, ctx.client_ip).await? {
             rate_audit(ctx, route, "login lockout", "ip");
             return Err(Rejection::RateLimited { retry_after: secs });
         }

@@ -422,16 +422,9 @@ pub async fn gateway_endpoint(
     // Brute-force protection: a locked account (from this address) or
     // address is not even checked; the answer is the generic 429.
     let rl = &plan.ratelimit;
-    let (ip_buf, ip_len) = rl.group(client_ip);
-    let ip_key = ip_buf.get(..ip_len).unwrap_or_default();
     let account = c.username.clone();
-    if let Some(l) = &rl.lockout {
-        if let Some(us) = l.locked(
-            &rl.memory,
-            Some(&account),
-            ip_key,
-            crate::ratelimit::now_us(),
-        ) {
+    {
+        if let Some(secs) = rl.locked(Some(&account), client_ip).await? {
             crate::audit::emit(
                 plan.audit_sink.as_deref(),
                 "login",
@@ -440,9 +433,7 @@ pub async fn gateway_endpoint(
                     "client_ip": client_ip.to_string(), "request_id": request_id.to_string(),
                 }),
             );
-            return Err(Rejection::RateLimited {
-                retry_after: us.div_ceil(1_000_000).max(1),
-            });
+            return Err(Rejection::RateLimited { retry_after: secs });
         }
     }
     let plan2 = plan.clone();
@@ -476,12 +467,11 @@ pub async fn gateway_endpoint(
         tracing::error!(request_id = %request_id, error = %e, "login failed on the store");
         Rejection::Internal
     })?;
-    if let Some(l) = &rl.lockout {
-        let now = crate::ratelimit::now_us();
+    {
         match &outcome {
-            Ok(_) => l.succeeded(&rl.memory, &account, ip_key, now),
+            Ok(_) => rl.login_succeeded(&account, client_ip).await,
             Err(_) => {
-                if let Some(lock) = l.failed(&rl.memory, Some(&account), ip_key, now) {
+                if let Some(lock) = rl.login_failed(&account, client_ip).await {
                     crate::audit::emit(
                         plan.audit_sink.as_deref(),
                         "login_lockout",

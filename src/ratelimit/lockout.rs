@@ -14,6 +14,7 @@
 
 use super::Memory;
 use super::algo::State;
+use crate::redis::{Cmd, Redis, RedisError, Reply, cmd};
 
 /// The compiled `[rate_limit.login]`.
 #[derive(Debug, Clone)]
@@ -113,6 +114,140 @@ impl Lockout {
             // Remember the lock count for a while after the lock ends.
             (Some(lock), st.a + self.max_lockout_us)
         })
+    }
+}
+
+/// The same counters in Redis, so every instance sees every failure: one
+/// script, run with the server's clock. `check` answers the µs left of a
+/// lock (0: none); `fail` counts a failure and answers the new lock's
+/// length (0: none). Fields: `a` locked until, `b` failures in the window,
+/// `c` locks in a row, `w` the window's end.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if ARGV[1] == 'check' then
+  local a = tonumber(redis.call('HGET', KEYS[1], 'a')) or 0
+  return math.max(a - now, 0)
+end
+local max, window, lockout, maxlock = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local st = redis.call('HMGET', KEYS[1], 'a', 'b', 'c', 'w')
+local a, b, c, w = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or 0, tonumber(st[4]) or 0
+if b == 0 or w <= now then b = 0; w = now + window end
+b = b + 1
+local lock = 0
+local keep = w
+if b >= math.max(max, 1) then
+  c = c + 1
+  lock = math.min(lockout * 2 ^ math.min(c - 1, 32), maxlock)
+  a = now + lock
+  b = 0
+  keep = a + maxlock
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then keep = math.max(keep, now + pttl * 1000) end
+redis.call('HSET', KEYS[1], 'a', string.format('%.0f', a), 'b', b, 'c', c, 'w', string.format('%.0f', w))
+redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((keep - now) / 1000), 1))
+return lock
+"#;
+
+impl Lockout {
+    fn redis_key(kind: &[u8], account: Option<&str>, ip: &[u8]) -> String {
+        use aws_lc_rs::digest;
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(kind);
+        if let Some(a) = account {
+            let a = a.to_lowercase();
+            ctx.update(&(a.len() as u64).to_be_bytes());
+            ctx.update(a.as_bytes());
+        }
+        ctx.update(ip);
+        let d = ctx.finish();
+        let mut s = String::with_capacity(40);
+        s.push_str("pc:lo:{");
+        for b in d.as_ref().iter().take(16) {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.push('}');
+        s
+    }
+
+    fn eval(key: String, op: &str, args: [u64; 4]) -> Cmd {
+        let mut c = cmd(["EVAL", SCRIPT, "1", key.as_str(), op]);
+        c.extend(args.iter().map(|a| a.to_string().into_bytes()));
+        c
+    }
+
+    fn int(r: Option<&Reply>) -> Result<u64, RedisError> {
+        match r {
+            Some(Reply::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+            other => Err(RedisError::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// [`locked`](Self::locked) in Redis (one round trip).
+    pub async fn locked_shared(
+        &self,
+        r: &Redis,
+        account: Option<&str>,
+        ip: &[u8],
+    ) -> Result<Option<u64>, RedisError> {
+        let mut cmds = vec![Self::eval(Self::redis_key(b"addr", None, ip), "check", [0; 4])];
+        if let Some(a) = account {
+            cmds.push(Self::eval(Self::redis_key(b"acct", Some(a), ip), "check", [0; 4]));
+        }
+        let replies = r.pipeline(&cmds).await?;
+        let mut left = 0;
+        for i in 0..cmds.len() {
+            left = left.max(Self::int(replies.get(i))?);
+        }
+        Ok((left > 0).then_some(left))
+    }
+
+    /// [`failed`](Self::failed) in Redis (one round trip).
+    pub async fn failed_shared(
+        &self,
+        r: &Redis,
+        account: Option<&str>,
+        ip: &[u8],
+    ) -> Result<Option<u64>, RedisError> {
+        let args = |max: u32| {
+            [
+                u64::from(max),
+                self.window_us,
+                self.lockout_us,
+                self.max_lockout_us,
+            ]
+        };
+        let mut cmds = vec![Self::eval(
+            Self::redis_key(b"addr", None, ip),
+            "fail",
+            args(self.max_failures_per_ip),
+        )];
+        if let Some(a) = account {
+            cmds.push(Self::eval(
+                Self::redis_key(b"acct", Some(a), ip),
+                "fail",
+                args(self.max_failures),
+            ));
+        }
+        let replies = r.pipeline(&cmds).await?;
+        let mut lock = 0;
+        for i in 0..cmds.len() {
+            lock = lock.max(Self::int(replies.get(i))?);
+        }
+        Ok((lock > 0).then_some(lock))
+    }
+
+    /// [`succeeded`](Self::succeeded) in Redis.
+    pub async fn succeeded_shared(
+        &self,
+        r: &Redis,
+        account: &str,
+        ip: &[u8],
+    ) -> Result<(), RedisError> {
+        r.pipeline(&[cmd(["DEL", &Self::redis_key(b"acct", Some(account), ip)])])
+            .await
+            .map(drop)
     }
 }
 

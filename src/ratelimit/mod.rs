@@ -157,8 +157,8 @@ pub struct RateLimits {
     pub headers: HeaderFamilies,
     /// Login brute-force protection.
     pub lockout: Option<lockout::Lockout>,
-    /// The shared backend, when `backend = "redis"` (concurrency limits and
-    /// the login lockout stay in memory, per instance).
+    /// The shared backend, when `backend = "redis"`: rate limits,
+    /// concurrency limits and the login lockout all count there.
     pub redis: Option<Arc<redis_store::RedisLimits>>,
 }
 
@@ -198,14 +198,25 @@ pub struct Held {
 
 /// An in-flight slot; dropping it gives it back.
 #[derive(Debug)]
-pub struct Slot {
-    memory: Arc<Memory>,
-    key: u64,
+pub enum Slot {
+    /// In this instance's memory.
+    Memory(Arc<Memory>, u64),
+    /// In Redis: the key and this request's member (given back off the
+    /// request path; a lease bounds what a dead instance holds).
+    Remote(Arc<redis_store::RedisLimits>, String, String),
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.memory.release(self.key);
+        match self {
+            Self::Memory(memory, key) => memory.release(*key),
+            Self::Remote(r, key, member) => {
+                let (r, key, member) = (r.clone(), std::mem::take(key), std::mem::take(member));
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move { r.release(&key, &member).await });
+                }
+            }
+        }
     }
 }
 
@@ -320,6 +331,20 @@ impl RateLimits {
             let Some(limit) = self.limits.get(i) else {
                 continue;
             };
+            if let (Some(r), Kind::Concurrency(max)) = (&self.redis, limit.kind) {
+                let Some(key) = self.redis_key(limit, f) else {
+                    continue;
+                };
+                match r.acquire(&key, max).await {
+                    Ok(Some(member)) => held.slots.push(Slot::Remote(r.clone(), key, member)),
+                    Ok(None) => return Err((i, Rejection::RateLimited { retry_after: 1 })),
+                    Err(e) if limit.fail_open => {
+                        tracing::debug!(error = %e, "concurrency limit skipped: redis unavailable");
+                    }
+                    Err(_) => return Err((i, Rejection::LimiterUnavailable)),
+                }
+                continue;
+            }
             if let (Some(_), Kind::Rate(spec)) = (&self.redis, limit.kind) {
                 let Some(key) = self.redis_key(limit, f) else {
                     continue;
@@ -341,10 +366,7 @@ impl RateLimits {
                     if !self.memory.acquire(key, max) {
                         return Err((i, Rejection::RateLimited { retry_after: 1 }));
                     }
-                    held.slots.push(Slot {
-                        memory: self.memory.clone(),
-                        key,
-                    });
+                    held.slots.push(Slot::Memory(self.memory.clone(), key));
                 }
                 Kind::Rate(spec) => {
                     let d = self.memory.check(&spec, key, now, !limit.failures_only);
@@ -425,7 +447,16 @@ impl RateLimits {
             && status.is_client_error()
             && status != http::StatusCode::TOO_MANY_REQUESTS
         {
-            if let Some(l) = &self.lockout {
+            if let (Some(l), Some(r)) = (&self.lockout, &self.redis) {
+                let (l, r) = (l.clone(), r.client.clone());
+                let (buf, len) = self.group(ip);
+                tokio::spawn(async move {
+                    let ip = buf.get(..len).unwrap_or_default();
+                    if let Err(e) = l.failed_shared(&r, None, ip).await {
+                        tracing::warn!(error = %e, "a credential failure could not be counted in redis");
+                    }
+                });
+            } else if let Some(l) = &self.lockout {
                 let (buf, len) = self.group(ip);
                 l.failed(&self.memory, None, buf.get(..len).unwrap_or_default(), now);
             }
@@ -441,17 +472,57 @@ impl RateLimits {
         }
     }
 
-    /// The lockout of this address (credential endpoints): seconds to wait.
-    pub fn address_locked(&self, ip: IpAddr) -> Option<u64> {
+    /// The login lockout of this account (from this address) or of the
+    /// address alone: seconds to wait, if locked. With Redis unreachable
+    /// credential endpoints fail closed (503).
+    pub async fn locked(&self, account: Option<&str>, ip: IpAddr) -> Result<Option<u64>, Rejection> {
+        let Some(l) = &self.lockout else {
+            return Ok(None);
+        };
+        let (buf, len) = self.group(ip);
+        let ip = buf.get(..len).unwrap_or_default();
+        let left = match &self.redis {
+            Some(r) => l.locked_shared(&r.client, account, ip).await.map_err(|e| {
+                tracing::warn!(error = %e, "login lockout unreadable in redis");
+                Rejection::LimiterUnavailable
+            })?,
+            None => l.locked(&self.memory, account, ip, now_us()),
+        };
+        Ok(left.map(|us| us.div_ceil(1_000_000).max(1)))
+    }
+
+    /// A failed login: counts it; the new lock's length (µs) if this one
+    /// locked.
+    pub async fn login_failed(&self, account: &str, ip: IpAddr) -> Option<u64> {
         let l = self.lockout.as_ref()?;
         let (buf, len) = self.group(ip);
-        l.locked(
-            &self.memory,
-            None,
-            buf.get(..len).unwrap_or_default(),
-            now_us(),
-        )
-        .map(|us| us.div_ceil(1_000_000).max(1))
+        let ip = buf.get(..len).unwrap_or_default();
+        match &self.redis {
+            Some(r) => l
+                .failed_shared(&r.client, Some(account), ip)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "a login failure could not be counted in redis");
+                    None
+                }),
+            None => l.failed(&self.memory, Some(account), ip, now_us()),
+        }
+    }
+
+    /// A successful login: the account's failures from this address are
+    /// forgotten.
+    pub async fn login_succeeded(&self, account: &str, ip: IpAddr) {
+        let Some(l) = &self.lockout else { return };
+        let (buf, len) = self.group(ip);
+        let ip = buf.get(..len).unwrap_or_default();
+        match &self.redis {
+            Some(r) => {
+                if let Err(e) = l.succeeded_shared(&r.client, account, ip).await {
+                    tracing::warn!(error = %e, "a login success could not be recorded in redis");
+                }
+            }
+            None => l.succeeded(&self.memory, account, ip, now_us()),
+        }
     }
 
     /// Stage 11: the rate-limit headers of the tightest limit. Names are

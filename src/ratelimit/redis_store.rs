@@ -79,6 +79,25 @@ if allowed then allowed = 1 else allowed = 0 end
 return {allowed, remaining, reset, retry}
 "#;
 
+/// Takes an in-flight slot if fewer than `ARGV[1]` are held; each slot is a
+/// member whose score is its lease's end (ms), so slots of a dead instance
+/// lapse.
+const ACQUIRE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"#;
+
+/// How long a concurrency slot in Redis outlives an instance that died
+/// holding it (ms).
+pub const LEASE_MS: u64 = 60_000;
+
 /// What a check asks of Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -144,6 +163,38 @@ impl RedisLimits {
                 Ok(s)
             }
             other => Err(RedisError::Io(format!("SCRIPT LOAD answered {other:?}"))),
+        }
+    }
+
+    /// Takes a concurrency slot under `key` (at most `max` at once across
+    /// instances): the member to give back, or `None` when all are taken.
+    pub async fn acquire(&self, key: &str, max: u32) -> Result<Option<String>, RedisError> {
+        let mut id = [0u8; 12];
+        getrandom::fill(&mut id).map_err(|e| RedisError::Io(e.to_string()))?;
+        let member: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let r = self
+            .client
+            .pipeline(&[cmd([
+                "EVAL",
+                ACQUIRE,
+                "1",
+                key,
+                &max.to_string(),
+                &LEASE_MS.to_string(),
+                &member,
+            ])])
+            .await?;
+        match r.first() {
+            Some(Reply::Int(1)) => Ok(Some(member)),
+            Some(Reply::Int(_)) => Ok(None),
+            other => Err(RedisError::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Gives a slot back.
+    pub async fn release(&self, key: &str, member: &str) {
+        if let Err(e) = self.client.pipeline(&[cmd(["ZREM", key, member])]).await {
+            tracing::debug!(error = %e, "a concurrency slot could not be given back (its lease ends it)");
         }
     }
 
