@@ -155,7 +155,7 @@ async fn run(
         }
     }
     if !route.limits.pre.is_empty() {
-        limit(ctx, route, &route.limits.pre, &parts.headers).await?;
+        limit(ctx, route, &route.limits.pre, &parts).await?;
     }
     // 5. Authentication: every route is public or names its methods.
     if let crate::authn::RouteAuth::Required(methods) = &route.auth {
@@ -176,7 +176,7 @@ async fn run(
     }
     // 6. Post-authentication limits (keyed by user, API key, client).
     if !route.limits.post.is_empty() && ctx.identity.is_some() {
-        limit(ctx, route, &route.limits.post, &parts.headers).await?;
+        limit(ctx, route, &route.limits.post, &parts).await?;
     }
     // 7. Authorization: deny by default; other people's objects are 404.
     let rules = &route.authz;
@@ -349,15 +349,18 @@ async fn limit(
     ctx: &mut RequestContext,
     route: &crate::route::Route,
     which: &[usize],
-    headers: &http::HeaderMap,
+    parts: &http::request::Parts,
 ) -> Result<(), Rejection> {
     let plan = ctx.plan.clone();
     let facts = crate::ratelimit::KeyFacts {
         ip: ctx.client_ip,
         route: &route.name,
-        headers,
+        headers: &parts.headers,
         params: &ctx.params,
         identity: ctx.identity.as_deref(),
+        method: &parts.method,
+        path: &ctx.path,
+        query: parts.uri.query(),
     };
     let checked = plan
         .ratelimit

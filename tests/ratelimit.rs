@@ -450,3 +450,109 @@ rate_limits = ["missing", { key = "ip", limit = 0, window = "1s" }]
         assert!(err.contains(path), "{path} missing in: {err}");
     }
 }
+
+/// A CEL key: one bucket per tenant claim, whoever the user. A request
+/// whose expression fails (no tenant) does not escape: such requests share
+/// one bucket. Each refusal is an audit event with the key's type, never
+/// its value.
+#[tokio::test]
+async fn cel_keys_group_by_an_expression_and_refusals_are_audited() {
+    let up = Upstream::start().await;
+    let secret = "an-hmac-secret-of-at-least-32-bytes!";
+    let cfg = format!(
+        "{}{}",
+        base_config("", "behind_tls_proxy").replace(
+            "level = \"warn\"",
+            "level = \"warn\"\naudit = \"audit.log\""
+        ),
+        r#"
+[auth.jwt]
+[[auth.jwt.issuers]]
+issuer = "https://idp.test"
+audiences = ["api"]
+algorithms = ["HS256"]
+secret_file = "jwt-secret"
+
+[rate_limit.limits]
+per_tenant = { key = "cel:identity.claims.tenant + ':' + request.method", algorithm = "fixed_window", limit = 2, window = "1h" }
+
+[[routes]]
+name = "me"
+path = "/me"
+methods = ["GET"]
+upstream = "app"
+auth = ["jwt"]
+rate_limits = ["per_tenant"]
+"#
+    );
+    let gw = Gateway::start_raw_with(&up, &cfg, &[("jwt-secret", secret)])
+        .await
+        .unwrap();
+    let token = |sub: &str, tenant: Option<&str>| {
+        let mut c = serde_json::json!({"iss": "https://idp.test", "aud": "api", "sub": sub, "exp": now_s() + 600});
+        if let Some(t) = tenant {
+            c["tenant"] = t.into();
+        }
+        let t = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        format!("Authorization: Bearer {t}\r\n")
+    };
+    // two users of tenant acme share two requests
+    assert_eq!(get_with(&gw, "/me", &token("u-a", Some("acme"))).await.status, 200);
+    assert_eq!(get_with(&gw, "/me", &token("u-b", Some("acme"))).await.status, 200);
+    let r = get_with(&gw, "/me", &token("u-a", Some("acme"))).await;
+    assert_problem(&r, 429, "rate-limited");
+    // another tenant has its own
+    assert_eq!(get_with(&gw, "/me", &token("u-c", Some("globex"))).await.status, 200);
+    // no tenant: the expression fails; those requests share one bucket
+    assert_eq!(get_with(&gw, "/me", &token("u-d", None)).await.status, 200);
+    assert_eq!(get_with(&gw, "/me", &token("u-e", None)).await.status, 200);
+    assert_eq!(get_with(&gw, "/me", &token("u-f", None)).await.status, 429);
+    // the refusals are audit events: route, limit, key type; no key value
+    let path = gw.dir.path().join("audit.log");
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "rate_limited")
+            .collect();
+        if events.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!(e["route"], "me");
+        assert_eq!(e["limit"], "per_tenant");
+        assert_eq!(e["key_type"], "cel");
+        assert!(!e.to_string().contains("acme"), "{e}");
+    }
+    assert_eq!(events[0]["subject"], "u-a");
+
+    // keys that cannot work are load errors with their path
+    for (key, needle) in [
+        ("cel:identity.claims.tenant +", "invalid CEL"),
+        ("cel:response.status", "cannot use response"),
+        ("cel:secrets.x", "unknown variable"),
+    ] {
+        let bad = format!(
+            "{}\n[rate_limit.limits]\nx = {{ key = {key:?}, limit = 1, window = \"1m\" }}\n",
+            base_config("", "behind_tls_proxy")
+        );
+        let err = match Gateway::start_raw(&up, &bad).await {
+            Ok(_) => panic!("{key} compiled"),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains("rate_limit.limits.x.key") && err.contains(needle),
+            "{key}: {err}"
+        );
+    }
+}

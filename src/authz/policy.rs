@@ -137,6 +137,29 @@ impl PolicyEnv {
                 return Ok(b);
             }
         }
+        match self.execute(policy, facts) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!(
+                "the condition gave a {}, not a bool",
+                other.type_of()
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Evaluates an expression to the bytes of a rate-limit key: a string as
+    /// is, a number or bool as text; anything else is an error.
+    pub fn eval_key(&self, policy: &Policy, facts: &Facts<'_>) -> Result<Vec<u8>, String> {
+        match self.execute(policy, facts)? {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Int(n) => Ok(n.to_string().into_bytes()),
+            Value::UInt(n) => Ok(n.to_string().into_bytes()),
+            Value::Bool(b) => Ok(b.to_string().into_bytes()),
+            other => Err(format!("a key must be a string, not a {}", other.type_of())),
+        }
+    }
+
+    fn execute(&self, policy: &Policy, facts: &Facts<'_>) -> Result<Value, String> {
         let u = policy.uses;
         let request = u.request.then(|| self.request_value(u, facts));
         let time = u.time.then(|| self.time_value());
@@ -149,14 +172,7 @@ impl PolicyEnv {
         };
         let mut ctx = Context::with_env(self.env.clone());
         ctx.set_variable_resolver(&vars);
-        match policy.program.execute(&ctx) {
-            Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "the condition gave a {}, not a bool",
-                other.type_of()
-            )),
-            Err(e) => Err(e.to_string()),
-        }
+        policy.program.execute(&ctx).map_err(|e| e.to_string())
     }
 
     fn request_value<'a>(&self, u: Uses, f: &Facts<'a>) -> CelMap<'a> {

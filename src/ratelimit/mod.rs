@@ -45,12 +45,63 @@ pub enum KeyPart {
     Header(http::HeaderName),
     /// A path parameter.
     Param(String),
+    /// A CEL expression over `identity`, `request` and `time` (after
+    /// authentication).
+    Cel(CelKey),
 }
+
+/// A compiled CEL key expression (compared by its source).
+#[derive(Clone)]
+pub struct CelKey {
+    source: String,
+    policy: Arc<crate::authz::policy::Policy>,
+}
+
+impl std::fmt::Debug for CelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cel({:?})", self.source)
+    }
+}
+
+impl PartialEq for CelKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for CelKey {}
+
+impl std::hash::Hash for CelKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.source.hash(state);
+    }
+}
+
+/// The environment CEL keys are compiled and run in (UTC; credentials are
+/// never visible in `request.headers`).
+fn cel_env() -> &'static crate::authz::policy::PolicyEnv {
+    static ENV: std::sync::OnceLock<crate::authz::policy::PolicyEnv> = std::sync::OnceLock::new();
+    ENV.get_or_init(crate::authz::policy::PolicyEnv::utc)
+}
+
+/// The bucket of requests whose CEL key failed to evaluate: they share one
+/// count rather than escape the limit.
+const CEL_ERROR_KEY: &[u8] = b"\0cel-error";
 
 impl KeyPart {
     /// Parses `ip`, `user`, `api_key`, `client`, `route`, `header:NAME`,
-    /// `param:NAME`.
+    /// `param:NAME`, `cel:EXPRESSION`.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(src) = s.strip_prefix("cel:") {
+            let policy = cel_env().compile("rate-limit key", src)?;
+            if policy.on_response {
+                return Err("a key cannot use response: it is made before the upstream answers".into());
+            }
+            return Ok(Self::Cel(CelKey {
+                source: src.to_owned(),
+                policy: Arc::new(policy),
+            }));
+        }
         Ok(match s {
             "ip" => Self::Ip,
             "user" => Self::User,
@@ -65,7 +116,7 @@ impl KeyPart {
                 Some(("param", p)) if !p.is_empty() => Self::Param(p.to_owned()),
                 _ => {
                     return Err(format!(
-                        "unknown key {s:?}: use ip, user, api_key, client, route, header:NAME or param:NAME"
+                        "unknown key {s:?}: use ip, user, api_key, client, route, header:NAME, param:NAME or cel:EXPRESSION"
                     ));
                 }
             },
@@ -74,7 +125,7 @@ impl KeyPart {
 
     /// Needs the identity (runs after authentication).
     pub fn needs_identity(&self) -> bool {
-        matches!(self, Self::User | Self::ApiKey | Self::Client)
+        matches!(self, Self::User | Self::ApiKey | Self::Client | Self::Cel(_))
     }
 
     /// Name for audit events (never the value).
@@ -87,6 +138,7 @@ impl KeyPart {
             Self::Route => "route",
             Self::Header(_) => "header",
             Self::Param(_) => "param",
+            Self::Cel(_) => "cel",
         }
     }
 }
@@ -233,6 +285,12 @@ pub struct KeyFacts<'a> {
     pub params: &'a [(String, String)],
     /// The identity (post-auth).
     pub identity: Option<&'a Identity>,
+    /// Request method (CEL keys).
+    pub method: &'a http::Method,
+    /// Canonical path (CEL keys).
+    pub path: &'a str,
+    /// Raw query string (CEL keys).
+    pub query: Option<&'a str>,
 }
 
 /// Microseconds since the Unix epoch (wall clock: instances sharing a
@@ -279,6 +337,25 @@ impl RateLimits {
                 KeyPart::Param(n) => {
                     let (_, v) = f.params.iter().find(|(k, _)| k == n)?;
                     g(v.as_bytes());
+                }
+                KeyPart::Cel(c) => {
+                    let facts = crate::authz::policy::Facts {
+                        identity: f.identity?,
+                        method: f.method,
+                        path: f.path,
+                        params: f.params,
+                        query: f.query,
+                        headers: f.headers,
+                        ip: f.ip,
+                        response: None,
+                    };
+                    match cel_env().eval_key(&c.policy, &facts) {
+                        Ok(k) => g(&k),
+                        Err(e) => {
+                            tracing::debug!(error = %e, key = %c.source, "rate-limit key failed; shared error bucket");
+                            g(CEL_ERROR_KEY);
+                        }
+                    }
                 }
             }
         }
@@ -882,18 +959,14 @@ fn span(buf: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> std::ops::Range<usiz
 /// A limit's id: its name and spec, so that a reload that changes a limit
 /// starts it afresh and one that keeps it keeps its counts.
 pub fn limit_id(name: &str, kind: &Kind, parts: &[KeyPart], failures_only: bool) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // A fixed hasher: ids must be stable across reloads (and, for a shared
-    // backend, across instances).
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    match kind {
-        Kind::Rate(s) => s.hash(&mut h),
-        Kind::Concurrency(n) => n.hash(&mut h),
-    }
-    parts.hash(&mut h);
-    failures_only.hash(&mut h);
-    h.finish()
+    // SHA-256 of a canonical description: ids must be stable across
+    // reloads and, for a shared backend, across instances and builds (the
+    // std hashers promise neither).
+    let text = format!("{name}\0{kind:?}\0{parts:?}\0{failures_only}");
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(d.as_ref().get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(id)
 }
 
 #[cfg(test)]
