@@ -319,7 +319,8 @@ fn users(cmd: UsersCommand) -> Result<String, String> {
             store.user_set_disabled(&username, true)?;
             crate::store::shared::block_on(crate::store::shared::end_user(
                 &plan, &store, &username,
-            ))?;
+            ))
+            .map(drop)?;
             Ok(format!("disabled {username}; their sessions are ended"))
         }
         UsersCommand::Enable { username, .. } => {
@@ -331,7 +332,8 @@ fn users(cmd: UsersCommand) -> Result<String, String> {
             if store.user_set_password(&username, &hash)? {
                 crate::store::shared::block_on(crate::store::shared::end_user(
                     &plan, &store, &username,
-                ))?;
+                ))
+                .map(drop)?;
                 Ok(format!(
                     "password changed for {username}; their sessions are ended"
                 ))

@@ -30,6 +30,7 @@ pub mod context;
 pub mod cors;
 pub mod demo;
 pub mod headers;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;

@@ -150,7 +150,7 @@ async fn run(
     if route.credential_endpoint {
         ctx.held.credential = true;
         if let Some(secs) = plan.ratelimit.locked(None, ctx.client_ip).await? {
-            rate_audit(ctx, route, "login lockout", "ip");
+            rate_audit(ctx, route, "login lockout", "ip", false);
             return Err(Rejection::RateLimited { retry_after: secs });
         }
     }
@@ -369,7 +369,8 @@ async fn limit(
     checked.map_err(|(i, rej)| {
         if let Some(l) = plan.ratelimit.limits.get(i) {
             let kinds: Vec<&str> = l.parts.iter().map(|p| p.kind()).collect();
-            rate_audit(ctx, route, &l.name, &kinds.join("+"));
+            let unavailable = matches!(rej, Rejection::LimiterUnavailable);
+            rate_audit(ctx, route, &l.name, &kinds.join("+"), unavailable);
         }
         rej
     })
@@ -377,10 +378,23 @@ async fn limit(
 
 /// A rate-limit refusal as an audit event: the limit's name and key type,
 /// never the key (an API key's id is logged as the subject's key id only).
-fn rate_audit(ctx: &RequestContext, route: &crate::route::Route, limit: &str, key_type: &str) {
+fn rate_audit(
+    ctx: &RequestContext,
+    route: &crate::route::Route,
+    limit: &str,
+    key_type: &str,
+    unavailable: bool,
+) {
+    ctx.plan
+        .metrics
+        .rate_limited(&route.name, limit, key_type, unavailable);
     crate::audit::emit(
         ctx.plan.audit_sink.as_deref(),
-        "rate_limited",
+        if unavailable {
+            "limiter_unavailable"
+        } else {
+            "rate_limited"
+        },
         serde_json::json!({
             "request_id": ctx.id_str(),
             "route": &*route.name,

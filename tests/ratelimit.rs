@@ -502,12 +502,27 @@ rate_limits = ["per_tenant"]
         format!("Authorization: Bearer {t}\r\n")
     };
     // two users of tenant acme share two requests
-    assert_eq!(get_with(&gw, "/me", &token("u-a", Some("acme"))).await.status, 200);
-    assert_eq!(get_with(&gw, "/me", &token("u-b", Some("acme"))).await.status, 200);
+    assert_eq!(
+        get_with(&gw, "/me", &token("u-a", Some("acme")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_with(&gw, "/me", &token("u-b", Some("acme")))
+            .await
+            .status,
+        200
+    );
     let r = get_with(&gw, "/me", &token("u-a", Some("acme"))).await;
     assert_problem(&r, 429, "rate-limited");
     // another tenant has its own
-    assert_eq!(get_with(&gw, "/me", &token("u-c", Some("globex"))).await.status, 200);
+    assert_eq!(
+        get_with(&gw, "/me", &token("u-c", Some("globex")))
+            .await
+            .status,
+        200
+    );
     // no tenant: the expression fails; those requests share one bucket
     assert_eq!(get_with(&gw, "/me", &token("u-d", None)).await.status, 200);
     assert_eq!(get_with(&gw, "/me", &token("u-e", None)).await.status, 200);

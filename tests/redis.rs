@@ -561,11 +561,15 @@ async fn login_lockout_counts_failures_across_instances() {
         add_user(&gw, "alice", "alices long password", "user");
         gws.push(gw);
     }
-    let wrong = serde_json::json!({"username": "alice", "password": "not her password"}).to_string();
+    let wrong =
+        serde_json::json!({"username": "alice", "password": "not her password"}).to_string();
     let right =
         serde_json::json!({"username": "ALICE", "password": "alices long password"}).to_string();
     for gw in &gws {
-        assert_eq!(send(gw, "POST", "/auth/login", JSON, &wrong).await.status, 401);
+        assert_eq!(
+            send(gw, "POST", "/auth/login", JSON, &wrong).await.status,
+            401
+        );
     }
     for gw in &gws {
         // locked everywhere, even with the right password (and another case)
@@ -574,6 +578,21 @@ async fn login_lockout_counts_failures_across_instances() {
         let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry), "retry-after {retry}");
     }
+    // counted for the admin API's metrics: the third failure (on the third
+    // instance) started the lock; each instance refused one login
+    let m = admin(&gws[2], "GET", "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    assert!(
+        text.contains("portcullis_login_lockouts_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("portcullis_rate_limited_total{route=\"login\",limit=\"login lockout\",key_type=\"account+ip\",outcome=\"limited\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("portcullis_redis_circuit_open 0\n"), "{text}");
 }
 
 /// A concurrency limit counts in-flight requests of all instances, and a

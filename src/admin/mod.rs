@@ -14,6 +14,7 @@
 //! GET  /users/{name}/sessions list a user's sessions (times only, never ids)
 //! DELETE /users/{name}/sessions  end all sessions of a user -> 200 {"ended": n}
 //! GET  /clients               list OAuth clients (never secrets)
+//! GET  /metrics               security-event counters (Prometheus text)
 //! POST /clients               {"id","name","scopes":[..]} -> 201 {"client_id","client_secret"}
 //! POST /clients/{id}/disable  -> 204
 //! ```
@@ -272,6 +273,16 @@ async fn handle(
             },
             Err(()) => not_configured(),
         },
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(
+                plan.metrics.render(plan.redis.as_deref()),
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         (&Method::GET, ["users"]) => match &plan.store {
             Some(s) if plan.authn.sessions.is_some() => match s.user_list() {
                 Ok(list) => reply(StatusCode::OK, Some(json!(list))),
@@ -284,7 +295,7 @@ async fn handle(
                 match s.user_set_disabled(name, *action == "disable") {
                     Ok(true) if *action == "disable" => {
                         match crate::store::shared::end_user(&plan, s, name).await {
-                            Ok(()) => reply(StatusCode::NO_CONTENT, None),
+                            Ok(_) => reply(StatusCode::NO_CONTENT, None),
                             Err(e) => store_error(&e),
                         }
                     }
@@ -351,7 +362,10 @@ async fn handle(
         },
         (&Method::DELETE, ["users", name, "sessions"]) => match &plan.store {
             Some(s) if plan.authn.sessions.is_some() => match s.session_delete_user(name) {
-                Ok(n) => reply(StatusCode::OK, Some(json!({"ended": n}))),
+                Ok(n) => match crate::store::shared::end_user(&plan, s, name).await {
+                    Ok(m) => reply(StatusCode::OK, Some(json!({"ended": n + m}))),
+                    Err(e) => store_error(&e),
+                },
                 Err(e) => store_error(&e),
             },
             _ => problem(StatusCode::NOT_FOUND, "users are not configured"),

@@ -425,6 +425,8 @@ pub async fn gateway_endpoint(
     let account = c.username.clone();
     {
         if let Some(secs) = rl.locked(Some(&account), client_ip).await? {
+            plan.metrics
+                .rate_limited("login", "login lockout", "account+ip", false);
             crate::audit::emit(
                 plan.audit_sink.as_deref(),
                 "login",
@@ -472,6 +474,7 @@ pub async fn gateway_endpoint(
             Ok(_) => rl.login_succeeded(&account, client_ip).await,
             Err(_) => {
                 if let Some(lock) = rl.login_failed(&account, client_ip).await {
+                    plan.metrics.lockout();
                     crate::audit::emit(
                         plan.audit_sink.as_deref(),
                         "login_lockout",

@@ -82,6 +82,8 @@ pub struct Plan {
     pub store_path: Option<std::path::PathBuf>,
     /// The open store, attached when the plan is installed.
     pub store: Option<Arc<crate::store::Store>>,
+    /// Security-event counters (kept across reloads).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The shared Redis (`[redis]`).
     pub redis: Option<Arc<crate::redis::Redis>>,
     /// Sessions, refresh tokens and key revocations in Redis, when `[redis]`
@@ -409,6 +411,9 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     let mut rl_errors = Vec::new();
     let (mut ratelimit, named_limits) =
         crate::ratelimit::compile(&f.rate_limit, redis.as_ref(), &mut rl_errors, &mut warnings);
+    if redis.is_some() && f.rate_limit.backend == "memory" {
+        warnings.push("[redis] is set but rate_limit.backend is \"memory\": rate limits and the login lockout count per instance (set backend = \"redis\" to share them)".into());
+    }
 
     // --- routes
     let mut routes = Vec::new();
@@ -576,6 +581,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         authn,
         store_path,
         store: None,
+        metrics: Arc::default(),
         redis,
         shared,
         admin,

@@ -191,9 +191,17 @@ impl Lockout {
         account: Option<&str>,
         ip: &[u8],
     ) -> Result<Option<u64>, RedisError> {
-        let mut cmds = vec![Self::eval(Self::redis_key(b"addr", None, ip), "check", [0; 4])];
+        let mut cmds = vec![Self::eval(
+            Self::redis_key(b"addr", None, ip),
+            "check",
+            [0; 4],
+        )];
         if let Some(a) = account {
-            cmds.push(Self::eval(Self::redis_key(b"acct", Some(a), ip), "check", [0; 4]));
+            cmds.push(Self::eval(
+                Self::redis_key(b"acct", Some(a), ip),
+                "check",
+                [0; 4],
+            ));
         }
         let replies = r.pipeline(&cmds).await?;
         let mut left = 0;

@@ -95,7 +95,9 @@ impl KeyPart {
         if let Some(src) = s.strip_prefix("cel:") {
             let policy = cel_env().compile("rate-limit key", src)?;
             if policy.on_response {
-                return Err("a key cannot use response: it is made before the upstream answers".into());
+                return Err(
+                    "a key cannot use response: it is made before the upstream answers".into(),
+                );
             }
             return Ok(Self::Cel(CelKey {
                 source: src.to_owned(),
@@ -125,7 +127,10 @@ impl KeyPart {
 
     /// Needs the identity (runs after authentication).
     pub fn needs_identity(&self) -> bool {
-        matches!(self, Self::User | Self::ApiKey | Self::Client | Self::Cel(_))
+        matches!(
+            self,
+            Self::User | Self::ApiKey | Self::Client | Self::Cel(_)
+        )
     }
 
     /// Name for audit events (never the value).
@@ -552,7 +557,11 @@ impl RateLimits {
     /// The login lockout of this account (from this address) or of the
     /// address alone: seconds to wait, if locked. With Redis unreachable
     /// credential endpoints fail closed (503).
-    pub async fn locked(&self, account: Option<&str>, ip: IpAddr) -> Result<Option<u64>, Rejection> {
+    pub async fn locked(
+        &self,
+        account: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<Option<u64>, Rejection> {
         let Some(l) = &self.lockout else {
             return Ok(None);
         };

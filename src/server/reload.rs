@@ -38,6 +38,9 @@ pub(crate) fn prepare(
     if let Some(o) = old.filter(|o| o.ratelimit.max_keys == plan.ratelimit.max_keys) {
         plan.ratelimit.memory = o.ratelimit.memory.clone();
     }
+    if let Some(o) = old {
+        plan.metrics = o.metrics.clone();
+    }
     // The store: the old plan's when the file is the same, else opened now.
     plan.store = match (&plan.store_path, old.and_then(|o| o.store.as_ref())) {
         (Some(p), Some(s)) if s.path() == p.as_path() => Some(s.clone()),

@@ -391,22 +391,22 @@ pub fn token_ttl(plan: &crate::config::Plan) -> i64 {
 }
 
 /// After a user was disabled or their password changed in the store: ends
-/// their sessions and refresh families in Redis too (when configured).
+/// their sessions and refresh families in Redis too (when configured); how
+/// many sessions ended there.
 pub async fn end_user(
     plan: &crate::config::Plan,
     store: &super::Store,
     username: &str,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let Some(shared) = &plan.shared else {
-        return Ok(());
+        return Ok(0);
     };
     if store.user_by_name(username)?.is_none() {
-        return Ok(());
+        return Ok(0);
     }
     shared
         .end_user(username, token_ttl(plan))
         .await
-        .map(drop)
         .map_err(|e| format!("sessions in redis were not ended: {e}"))
 }
 
