@@ -13,7 +13,9 @@
 # subject), portcullis-ratelimit (the public route with the demo's per-address
 # limit, sliding window, set to 10^9 a minute so it never triggers) and
 # portcullis-jwt-ratelimit (the JWT route with the demo's two limits, per
-# address and per user, likewise). The JWT targets need Python's
+# address and per user, likewise), portcullis-jwt-ratelimit-bare (the same
+# with `headers = []`: the checks without the five response headers). The
+# JWT targets need Python's
 # `cryptography` (bench/mint_token.py).
 #
 #   bench/instructions.sh
@@ -104,6 +106,9 @@ CONF
     done
     sed 's/^rate_limits = \[\]$/rate_limits = [\n  { key = "ip", algorithm = "sliding_window", limit = 1000000000, window = "1m" },\n  { key = "user", algorithm = "sliding_window", limit = 1000000000, window = "1m" },\n]/' \
         "$TMP/portcullis-jwt.toml" >"$TMP/portcullis-jwt-ratelimit.toml"
+    # the same limits without rate-limit response headers (headers = [])
+    cp "$TMP/portcullis-jwt-ratelimit.toml" "$TMP/portcullis-jwt-ratelimit-bare.toml"
+    printf '[rate_limit]\nheaders = []\n' >>"$TMP/portcullis-jwt-ratelimit-bare.toml"
 fi
 "$NGINX_BIN" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/logs/error.log" &
 sleep 0.5

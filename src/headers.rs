@@ -179,6 +179,11 @@ impl SecurityHeaders {
         });
     }
 
+    /// Most headers [`apply`](Self::apply) adds.
+    pub fn count(&self) -> usize {
+        self.always.len() + 2
+    }
+
     /// Sets the security headers on a response.
     pub fn apply(&self, h: &mut HeaderMap, https: bool, no_store: bool) {
         if https {

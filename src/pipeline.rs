@@ -667,6 +667,9 @@ fn finish(ctx: &mut RequestContext, resp: &mut Response<Body>) {
     let plan = &ctx.plan;
     let no_store = !matches!(ctx.method, http::Method::GET | http::Method::HEAD) || ctx.credentials;
     let h = resp.headers_mut();
+    // One reservation for everything added here: the map grows (and
+    // rehashes) at most once.
+    h.reserve(plan.headers.count() + 4 + if ctx.rate.is_some() { 5 } else { 0 });
     plan.headers.apply(h, ctx.https, no_store);
     if let Some((i, origin)) = &ctx.cors {
         if let Some(p) = plan.cors.get(*i) {

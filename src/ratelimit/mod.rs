@@ -641,7 +641,6 @@ impl RateLimits {
         });
         let buf = bytes::Bytes::from(buf);
         let value = |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
-        h.reserve(5);
         if self.headers.x_ratelimit {
             h.insert(LIMIT.clone(), limit.limit_header.clone());
             if let (Some(rem), Some(res)) = (value(remaining), value(reset)) {
@@ -930,18 +929,8 @@ pub fn route_limits(
     out
 }
 
-fn push_number(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Keeps the tightest decision for the headers.
