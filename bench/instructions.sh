@@ -11,7 +11,9 @@
 # portcullis-authz (the JWT route plus a permission, a path-bound owner check
 # and one CEL condition; it asks for /api/v1/users/bench-user, the token's
 # subject), portcullis-ratelimit (the public route with the demo's per-address
-# limit, sliding window, set to 10^9 a minute so it never triggers) and
+# limit, sliding window, set to 10^9 a minute so it never triggers),
+# portcullis-ratelimit-redis (the same limit on the Redis backend, a local
+# redis-server; only Portcullis' own instructions are counted) and
 # portcullis-jwt-ratelimit (the JWT route with the demo's two limits, per
 # address and per user, likewise), portcullis-jwt-ratelimit-bare (the same
 # with `headers = []`: the checks without the five response headers). The
@@ -79,6 +81,13 @@ cp "$TMP/portcullis.toml" "$TMP/portcullis-ratelimit.toml"
 cat >>"$TMP/portcullis-ratelimit.toml" <<'CONF'
 rate_limits = [{ key = "ip", algorithm = "sliding_window", limit = 1000000000, window = "1m" }]
 CONF
+RD=61193
+cp "$TMP/portcullis-ratelimit.toml" "$TMP/portcullis-ratelimit-redis.toml"
+printf '[rate_limit]\nbackend = "redis"\n[redis]\nurl = "redis://127.0.0.1:%s"\n' "$RD" >>"$TMP/portcullis-ratelimit-redis.toml"
+if [[ " $TARGETS " == *" portcullis-ratelimit-redis "* ]]; then
+    command -v redis-server >/dev/null || { apt-get install -y redis-server >/dev/null; }
+    redis-server --port "$RD" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >/dev/null 2>&1 &
+fi
 if [[ " $TARGETS " == *" portcullis-jwt"* || " $TARGETS " == *" portcullis-authz "* ]]; then
     python3 bench/mint_token.py "$TMP/jwt" >/dev/null
     TOKEN="$(cat "$TMP/jwt/token")"

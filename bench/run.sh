@@ -21,6 +21,17 @@
 #                      CEL condition (allow_if)
 # Key pair, JWKS and token are minted per run by bench/mint_token.py.
 #
+# "ratelimit": the plain GET through limits that are active but never trigger
+#   portcullis-nolimit  the "portcullis" instance above (no limits)
+#   portcullis-memory   the route with two limits (per address, per route;
+#                       sliding window, 10^9 a minute), memory backend, with
+#                       the default X-RateLimit-* and IETF RateLimit headers
+#   portcullis-redis    the same limits on the Redis backend (a local
+#                       redis-server pinned to SUT_CPU, beside Portcullis)
+#   nginx-nolimit       the "nginx" instance above
+#   nginx-limitreq      nginx with two limit_req zones (per address, per
+#                       server name; burst, nodelay; rate never reached)
+#
 # Prints one markdown table per scenario (stdout) with the median across
 # rounds of requests/s, p50 and p99 latency, CPU per request, plus ratios
 # (vs direct; JWT vs no-auth and Portcullis vs Envoy with JWT).
@@ -35,11 +46,14 @@
 #   ROUNDS          rounds; the median per target is reported [3]
 #   CONNECTIONS     wrk connections [50]
 #   WRK_THREADS     wrk threads (wrk shares one core with the upstream) [1]
-#   SCENARIOS       space-separated subset of: plain jwt [both]
+#   SCENARIOS       space-separated subset of: plain jwt ratelimit [all]
 #   TARGETS         "plain" targets, subset of: direct portcullis nginx envoy
 #                   [all four]
 #   JWT_TARGETS     "jwt" targets, subset of: portcullis-noauth portcullis-jwt
 #                   portcullis-authz envoy-noauth envoy-jwt [all five]
+#   RL_TARGETS      "ratelimit" targets, subset of: portcullis-nolimit
+#                   portcullis-memory portcullis-redis nginx-nolimit
+#                   nginx-limitreq [all five]
 #   JWT_CACHE       1: both gateways may cache the verified token (Portcullis'
 #                   default cache; Envoy jwt_cache_config); 0: both caches
 #                   off, every request pays the ES256 verification [1]
@@ -66,9 +80,10 @@ WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-50}"
 WRK_THREADS="${WRK_THREADS:-1}"
-SCENARIOS="${SCENARIOS:-plain jwt}"
+SCENARIOS="${SCENARIOS:-plain jwt ratelimit}"
 TARGETS="${TARGETS:-direct portcullis nginx envoy}"
 JWT_TARGETS="${JWT_TARGETS:-portcullis-noauth portcullis-jwt portcullis-authz envoy-noauth envoy-jwt}"
+RL_TARGETS="${RL_TARGETS:-portcullis-nolimit portcullis-memory portcullis-redis nginx-nolimit nginx-limitreq}"
 JWT_CACHE="${JWT_CACHE:-1}"
 PYTHON="${PYTHON:-python3}"
 BASE_PORT="${BASE_PORT:-61080}"
@@ -93,6 +108,10 @@ ENVOY_JWT_PORT=$((BASE_PORT + 6))
 PORTCULLIS_AUTHZ_PORT=$((BASE_PORT + 7))
 ENVOY_JWT_ADMIN_PORT=$((BASE_PORT + 8))
 ENVOY_ADMIN_PORT=$((BASE_PORT + 9))
+PORTCULLIS_RLMEM_PORT=$((BASE_PORT + 10))
+PORTCULLIS_RLREDIS_PORT=$((BASE_PORT + 11))
+NGINX_RL_PORT=$((BASE_PORT + 12))
+REDIS_PORT=$((BASE_PORT + 13))
 
 SEC_HEADERS=(strict-transport-security x-content-type-options x-frame-options
              content-security-policy referrer-policy x-request-id)
@@ -124,16 +143,19 @@ declare -A SERVER=(
     [portcullis-noauth]=portcullis [portcullis-jwt]=portcullis-jwt
     [portcullis-authz]=portcullis-authz
     [envoy-noauth]=envoy [envoy-jwt]=envoy-jwt
+    [portcullis-nolimit]=portcullis [portcullis-memory]=portcullis-rlmem
+    [portcullis-redis]=portcullis-rlredis [nginx-nolimit]=nginx [nginx-limitreq]=nginx-rl
 )
-WANT_PLAIN=0; WANT_JWT=0
+WANT_PLAIN=0; WANT_JWT=0; WANT_RL=0
 for s in $SCENARIOS; do
     case "$s" in
         plain) WANT_PLAIN=1 ;;
         jwt) WANT_JWT=1 ;;
-        *) die "unknown scenario '$s' (valid: plain jwt)" ;;
+        ratelimit) WANT_RL=1 ;;
+        *) die "unknown scenario '$s' (valid: plain jwt ratelimit)" ;;
     esac
 done
-PLAIN=(); JWT=()
+PLAIN=(); JWT=(); RL=()
 if ((WANT_PLAIN)); then
     for t in $TARGETS; do
         case "$t" in
@@ -150,6 +172,14 @@ if ((WANT_JWT)); then
         esac
     done
 fi
+if ((WANT_RL)); then
+    for t in $RL_TARGETS; do
+        case "$t" in
+            portcullis-nolimit|portcullis-memory|portcullis-redis|nginx-nolimit|nginx-limitreq) RL+=("$t") ;;
+            *) die "unknown target '$t' in RL_TARGETS (valid: portcullis-nolimit portcullis-memory portcullis-redis nginx-nolimit nginx-limitreq)" ;;
+        esac
+    done
+fi
 
 SKIPPED_NOTES=()
 PORTCULLIS_REL="${PORTCULLIS_BIN#"$REPO_DIR/"}"
@@ -161,12 +191,14 @@ drop_server() {
     for t in "${PLAIN[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
     PLAIN=("${keep[@]}"); keep=()
     for t in "${JWT[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
-    JWT=("${keep[@]}")
+    JWT=("${keep[@]}"); keep=()
+    for t in "${RL[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
+    RL=("${keep[@]}")
 }
 # Process $1 is needed by some selected target.
 needs() {
     local t
-    for t in "${PLAIN[@]}" "${JWT[@]}"; do [[ "${SERVER[$t]}" == "$1" ]] && return 0; done
+    for t in "${PLAIN[@]}" "${JWT[@]}" "${RL[@]}"; do [[ "${SERVER[$t]}" == "$1" ]] && return 0; done
     return 1
 }
 
@@ -174,11 +206,13 @@ if needs envoy || needs envoy-jwt; then
     [[ -n "${ENVOY_BIN:-}" && -x "$ENVOY_BIN" ]] \
         || die "envoy binary not found (set ENVOY_BIN or run bench/setup.sh)"
 fi
-if needs portcullis || needs portcullis-jwt || needs portcullis-authz; then
+if needs portcullis || needs portcullis-jwt || needs portcullis-authz \
+    || needs portcullis-rlmem || needs portcullis-rlredis; then
     if [[ ! -x "$PORTCULLIS_BIN" ]]; then
         log "SKIP portcullis targets: binary not found at $PORTCULLIS_BIN (build it with 'cargo build --release' or set PORTCULLIS_BIN)"
         SKIPPED_NOTES+=("portcullis skipped: no binary at \`$PORTCULLIS_REL\`")
         drop_server portcullis; drop_server portcullis-jwt; drop_server portcullis-authz
+        drop_server portcullis-rlmem; drop_server portcullis-rlredis
     elif [[ -d "$REPO_DIR/src" ]]; then
         newer="$(find "$REPO_DIR/src" -type f -newer "$PORTCULLIS_BIN" | wc -l)"
         if ((newer > 0)); then
@@ -194,7 +228,12 @@ if ((${#JWT[@]})); then
     "$PYTHON" -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2>&1 \
         || die "$PYTHON cannot import 'cryptography' (needed by bench/mint_token.py; run bench/setup.sh or pip install cryptography)"
 fi
-((${#PLAIN[@]} + ${#JWT[@]})) || die "no target to measure"
+if needs portcullis-rlredis && ! command -v redis-server >/dev/null 2>&1; then
+    log "SKIP portcullis-redis: redis-server not found (apt-get install redis-server)"
+    SKIPPED_NOTES+=("portcullis-redis skipped: no redis-server")
+    drop_server portcullis-rlredis
+fi
+((${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]})) || die "no target to measure"
 
 # ---- temp dir and cleanup -----------------------------------------------------
 TMP="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
@@ -219,7 +258,8 @@ trap 'exit 143' TERM
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$UPSTREAM_PORT" "$PORTCULLIS_PORT" "$NGINX_PORT" "$ENVOY_PORT" \
          "$PORTCULLIS_JWT_PORT" "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" "$ENVOY_ADMIN_PORT" \
-         "$PORTCULLIS_AUTHZ_PORT"; do
+         "$PORTCULLIS_AUTHZ_PORT" "$PORTCULLIS_RLMEM_PORT" "$PORTCULLIS_RLREDIS_PORT" \
+         "$NGINX_RL_PORT" "$REDIS_PORT"; do
     port_in_use "$p" && die "port $p already in use (set BASE_PORT to another range)"
 done
 
@@ -339,6 +379,17 @@ $(nginx_common "$TMP/nginx")
 }
 EOF
 
+# ---- nginx with limit_req (the same proxy, two zones that never trigger) -------
+if needs nginx-rl; then
+    mkdir -p "$TMP/nginx-rl/logs"
+    sed -e "s|$TMP/nginx/|$TMP/nginx-rl/|g" \
+        -e "s|listen 127.0.0.1:$NGINX_PORT;|listen 127.0.0.1:$NGINX_RL_PORT;|" \
+        -e 's|^    access_log off;|    access_log off;\n    map $request_method $rl_route { default users; }\n    limit_req_zone $binary_remote_addr zone=per_ip:10m rate=1000000r/s;\n    limit_req_zone $rl_route zone=per_route:1m rate=1000000r/s;|' \
+        -e 's|limit_except GET { deny all; }|limit_except GET { deny all; }\n            limit_req zone=per_ip burst=100000 nodelay;\n            limit_req zone=per_route burst=100000 nodelay;|' \
+        "$TMP/nginx/nginx.conf" >"$TMP/nginx-rl/nginx.conf"
+    grep -q 'zone=per_route burst' "$TMP/nginx-rl/nginx.conf" || die "nginx-rl: could not derive the config"
+fi
+
 # ---- key pair, JWKS and token for the jwt scenario ----------------------------
 TOKEN=""
 if ((${#JWT[@]})); then
@@ -348,7 +399,7 @@ if ((${#JWT[@]})); then
         [[ "$v" =~ ^[0-9]+$ ]] || { echo 60; return; }
         case "$u" in m) echo $((v * 60)) ;; h) echo $((v * 3600)) ;; *) echo "$v" ;; esac
     }
-    ntargets=$(( ${#PLAIN[@]} + ${#JWT[@]} ))
+    ntargets=$(( ${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]} ))
     run_secs=$(( ROUNDS * ntargets * ($(secs "$WARMUP") + $(secs "$DURATION")) ))
     ttl=$(( run_secs * 2 + 600 > 3600 ? run_secs * 2 + 600 : 3600 ))
     mkdir -p "$TMP/jwt"
@@ -476,10 +527,12 @@ envoy_yaml "$ENVOY_PORT" "$ENVOY_ADMIN_PORT" 0 >"$TMP/envoy/envoy.yaml"
 needs envoy-jwt && envoy_yaml "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" 1 >"$TMP/envoy-jwt/envoy.yaml"
 
 # ---- portcullis ---------------------------------------------------------------
-# portcullis_toml PORT MODE(0|1|2): same server settings; with MODE=1 the route
-# requires a bearer JWT (a path cannot have a public and a protected route in
-# one config, hence a second instance on its own port); MODE=2 adds
-# authorization: a permission, path ownership and a CEL condition.
+# portcullis_toml PORT MODE(0|1|2|3|4): same server settings; with MODE=1 the
+# route requires a bearer JWT (a path cannot have a public and a protected
+# route in one config, hence a second instance on its own port); MODE=2 adds
+# authorization: a permission, path ownership and a CEL condition; MODE=3 the
+# public route with two limits that never trigger (memory backend), MODE=4
+# the same on the Redis backend.
 portcullis_toml() {
 cat <<EOF
 [server]
@@ -495,7 +548,7 @@ access = "off"
 [upstreams.app]
 url = "http://127.0.0.1:$UPSTREAM_PORT"
 EOF
-if [[ "$2" != 0 ]]; then
+if [[ "$2" == 1 || "$2" == 2 ]]; then
     cat <<EOF
 
 [auth.jwt]
@@ -534,12 +587,33 @@ methods = ["GET"]
 upstream = "app"
 public = true
 EOF
+    if [[ "$2" == 3 || "$2" == 4 ]]; then
+        cat <<EOF
+rate_limits = [
+  { key = "ip", algorithm = "sliding_window", limit = 1000000000, window = "1m" },
+  { key = "route", algorithm = "sliding_window", limit = 1000000000, window = "1m" },
+]
+EOF
+    fi
+    if [[ "$2" == 4 ]]; then
+        cat <<EOF
+
+[rate_limit]
+backend = "redis"
+
+[redis]
+url = "redis://127.0.0.1:$REDIS_PORT"
+EOF
+    fi
 fi
 }
 mkdir -p "$TMP/portcullis" "$TMP/portcullis-jwt" "$TMP/portcullis-authz"
 portcullis_toml "$PORTCULLIS_PORT" 0 >"$TMP/portcullis/portcullis.toml"
 needs portcullis-jwt && portcullis_toml "$PORTCULLIS_JWT_PORT" 1 >"$TMP/portcullis-jwt/portcullis.toml"
 needs portcullis-authz && portcullis_toml "$PORTCULLIS_AUTHZ_PORT" 2 >"$TMP/portcullis-authz/portcullis.toml"
+mkdir -p "$TMP/portcullis-rlmem" "$TMP/portcullis-rlredis"
+needs portcullis-rlmem && portcullis_toml "$PORTCULLIS_RLMEM_PORT" 3 >"$TMP/portcullis-rlmem/portcullis.toml"
+needs portcullis-rlredis && portcullis_toml "$PORTCULLIS_RLREDIS_PORT" 4 >"$TMP/portcullis-rlredis/portcullis.toml"
 
 # ---- start everything ---------------------------------------------------------
 nginx_start() { # name cpu
@@ -559,6 +633,11 @@ URL[portcullis-jwt]="http://127.0.0.1:$PORTCULLIS_JWT_PORT$REQ_PATH"
 URL[portcullis-authz]="http://127.0.0.1:$PORTCULLIS_AUTHZ_PORT/api/v1/users/bench-user"
 URL[envoy-noauth]="${URL[envoy]}"
 URL[envoy-jwt]="http://127.0.0.1:$ENVOY_JWT_PORT$REQ_PATH"
+URL[portcullis-nolimit]="${URL[portcullis]}"
+URL[portcullis-memory]="http://127.0.0.1:$PORTCULLIS_RLMEM_PORT$REQ_PATH"
+URL[portcullis-redis]="http://127.0.0.1:$PORTCULLIS_RLREDIS_PORT$REQ_PATH"
+URL[nginx-nolimit]="${URL[nginx]}"
+URL[nginx-limitreq]="http://127.0.0.1:$NGINX_RL_PORT$REQ_PATH"
 # Every request of the jwt scenario carries the token, public routes included,
 # so the only difference between noauth and jwt is the verification.
 is_jwt_target() { [[ " ${JWT[*]} " == *" $1 "* ]]; }
@@ -607,8 +686,26 @@ fi
 needs portcullis && portcullis_start portcullis "${URL[portcullis]}"
 needs portcullis-jwt && portcullis_start portcullis-jwt "${URL[portcullis-jwt]}" "${AUTH_HDR[@]}"
 needs portcullis-authz && portcullis_start portcullis-authz "${URL[portcullis-authz]}" "${AUTH_HDR[@]}"
-((${#PLAIN[@]} + ${#JWT[@]})) || die "no target left to measure"
-ALL=("${PLAIN[@]}" "${JWT[@]}")
+if needs nginx-rl; then
+    nginx_start nginx-rl "$SUT_CPU"
+    wait_200 nginx-rl "${URL[nginx-limitreq]}" || die "nginx-rl did not start"
+fi
+needs portcullis-rlmem && portcullis_start portcullis-rlmem "${URL[portcullis-memory]}"
+if needs portcullis-rlredis; then
+    # Redis on the system-under-test's CPU: what the Redis backend needs
+    # beyond Portcullis is paid there, and the load side stays the same for
+    # every target (its CPU time is reported below the table).
+    mkdir -p "$TMP/redis"
+    start_pinned "$SUT_CPU" redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --save "" --appendonly no --dir "$TMP/redis"
+    for _ in $(seq 100); do
+        [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]] && break
+        sleep 0.05
+    done
+    portcullis_start portcullis-rlredis "${URL[portcullis-redis]}"
+fi
+((${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]})) || die "no target left to measure"
+ALL=("${PLAIN[@]}" "${JWT[@]}" "${RL[@]}")
 
 # ---- show and check the response headers of each target -----------------------
 declare -A HDR_NOTE AUTH_NOTE
@@ -632,6 +729,11 @@ for t in "${ALL[@]}"; do
     ((${#leaked[@]})) && note="$note; leaks ${leaked[*]}"
     HDR_NOTE[$t]="$note"
     [[ "$note" == all ]] || log "WARNING: $t security headers: $note"
+    # The limits must be active: Portcullis says so in its headers.
+    if [[ "$t" == portcullis-memory || "$t" == portcullis-redis ]]; then
+        grep -qi '^x-ratelimit-limit: 1000000000' <<<"$hdrs" && grep -qi '^ratelimit-policy:' <<<"$hdrs" \
+            || die "$t: no rate-limit headers; the limits are not active"
+    fi
 done
 
 # The JWT check must be active: no token and a tampered signature get 401.
@@ -683,7 +785,9 @@ cpu_ticks() { # target
     echo "$total"
 }
 
+pid_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
 declare -A RPS P50 P99 ERR CPU
+REDIS_CPU=""
 n=${#ALL[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((i = 0; i < n; i++)); do
@@ -694,12 +798,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
         is_jwt_target "$t" && wargs=("${AUTH_HDR[@]}")
         run_wrk "${URL[$t]}" "$WARMUP" "$TMP/wrk-$t-r$r-warmup.txt" "${wargs[@]}"
         c0="$(cpu_ticks "$t")"
+        [[ "$t" == portcullis-redis ]] && r0="$(pid_ticks "${PID[redis]}")"
         run_wrk "${URL[$t]}" "$DURATION" "$out" "${wargs[@]}"
         c1="$(cpu_ticks "$t")"
+        [[ "$t" == portcullis-redis ]] && r1="$(pid_ticks "${PID[redis]}")"
         rps="$(field rps "$out")"; p50="$(field p50 "$out")"; p99="$(field p99 "$out")"
         errs="$(field errors "$out")"; reqs="$(field requests "$out")"
         cpu_us="$(awk -v d="$((c1 - c0))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')"
         CPU[$t]+="$cpu_us "
+        if [[ "$t" == portcullis-redis ]]; then
+            REDIS_CPU+="$(awk -v d="$((r1 - r0))" -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }') "
+        fi
         [[ -n "$rps" && -n "$p50" && -n "$p99" ]] || { cat "$out" >&2; die "could not parse wrk output"; }
         RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; ERR[$t]=$(( ${ERR[$t]:-0} + errs ))
         log "round $r/$ROUNDS $(printf '%-17s' "$t") rps=$rps p50=${p50}us p99=${p99}us cpu/req=${cpu_us}us errors=$errs"
@@ -745,6 +854,11 @@ label() {
         portcullis-authz) echo "Portcullis, JWT + permission + owner + CEL" ;;
         envoy-noauth) echo "Envoy $ver_envoy, no jwt_authn" ;;
         envoy-jwt) echo "Envoy $ver_envoy + jwt_authn" ;;
+        portcullis-nolimit) echo "Portcullis, no limits" ;;
+        portcullis-memory) echo "Portcullis, 2 limits, memory" ;;
+        portcullis-redis) echo "Portcullis, 2 limits, Redis" ;;
+        nginx-nolimit) echo "nginx $ver_nginx, no limits" ;;
+        nginx-limitreq) echo "nginx $ver_nginx, 2 limit_req zones" ;;
     esac
 }
 has() { [[ -n "${MRPS[$1]:-}" ]]; }
@@ -771,6 +885,28 @@ for t in "${PLAIN[@]}"; do
 done
 fi
 
+# The issues' goals, per scenario (tables below).
+# Per-round paired ratios: both targets ran back to back in each round,
+# so their ratio cancels most of the machine's drift between rounds.
+paired() { # num den -> median over rounds of num/den
+    local -a a b; local i out=""
+    read -ra a <<<"${RPS[$1]}"; read -ra b <<<"${RPS[$2]}"
+    for i in "${!a[@]}"; do
+        out+="$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.4f", x / y }') "
+    done
+    median <<<"$out"
+}
+goal() { # label num den cmp(ge|gt) threshold goal-text
+    local v="n/a" p="n/a" met="n/a"
+    if has "$2" && has "$3"; then
+        v="$(ratio "${MRPS[$2]}" "${MRPS[$3]}")"
+        p="$(paired "$2" "$3")"
+        met="$(awk -v r="$p" -v c="$4" -v t="$5" \
+            'BEGIN { ok = (c == "ge") ? r >= t : r > t; print ok ? "yes" : "**no**" }')"
+        p="$(awk -v r="$p" 'BEGIN { printf "%.2f×", r }')"
+    fi
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$v" "$p" "$6" "$met"
+}
 if ((${#JWT[@]})); then
     # noauth counterpart of a target of the jwt scenario
     base_of() { case "$1" in portcullis-*) echo portcullis-noauth ;; envoy-*) echo envoy-noauth ;; esac; }
@@ -790,28 +926,6 @@ if ((${#JWT[@]})); then
             "$(label "$t")" "${MRPS[$t]}" "$rr" "${MP50[$t]}" "${MP99[$t]}" \
             "${MCPU[$t]}" "$dc" "${ERR[$t]}" "${AUTH_NOTE[$t]}" "${HDR_NOTE[$t]}"
     done
-    # The issue's goals for this scenario.
-    # Per-round paired ratios: both targets ran back to back in each round,
-    # so their ratio cancels most of the machine's drift between rounds.
-    paired() { # num den -> median over rounds of num/den
-        local -a a b; local i out=""
-        read -ra a <<<"${RPS[$1]}"; read -ra b <<<"${RPS[$2]}"
-        for i in "${!a[@]}"; do
-            out+="$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.4f", x / y }') "
-        done
-        median <<<"$out"
-    }
-    goal() { # label num den cmp(ge|gt) threshold goal-text
-        local v="n/a" p="n/a" met="n/a"
-        if has "$2" && has "$3"; then
-            v="$(ratio "${MRPS[$2]}" "${MRPS[$3]}")"
-            p="$(paired "$2" "$3")"
-            met="$(awk -v r="$p" -v c="$4" -v t="$5" \
-                'BEGIN { ok = (c == "ge") ? r >= t : r > t; print ok ? "yes" : "**no**" }')"
-            p="$(awk -v r="$p" 'BEGIN { printf "%.2f×", r }')"
-        fi
-        printf '| %s | %s | %s | %s | %s |\n' "$1" "$v" "$p" "$6" "$met"
-    }
     echo
     echo "| req/s ratio | ratio of medians | median of per-round ratios | goal | met (per-round) |"
     echo "|---|---:|---:|---:|---|"
@@ -836,6 +950,48 @@ if ((${#JWT[@]})); then
     echo "audiences, \`local_jwks\` inline, \`forward: true\`, \`claim_to_headers\` sub/scope; rule: prefix \`/api/\`)."
     echo "The \"public route\" rows are the plain-scenario instances, measured again with the header. $cache_txt."
     echo "\"no token / bad signature\": status without the header / with one signature character changed."
+fi
+if ((${#RL[@]})); then
+    rl_base() { case "$1" in portcullis-*) echo portcullis-nolimit ;; nginx-*) echo nginx-nolimit ;; esac; }
+    echo
+    echo "### GET $REQ_PATH through rate limits that never trigger — median of $ROUNDS round(s) × $DURATION"
+    echo
+    echo "| target | req/s | req/s vs same proxy, no limits | p50 (µs) | p99 (µs) | CPU µs/req | CPU µs/req added by the limits | errors | security headers |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    for t in "${RL[@]}"; do
+        b="$(rl_base "$t")"
+        if [[ "$t" == "$b" ]]; then rr="1.00×"; dc="0"
+        elif has "$b"; then
+            rr="$(ratio "${MRPS[$t]}" "${MRPS[$b]}")"
+            dc="$(awk -v a="${MCPU[$t]}" -v b="${MCPU[$b]}" 'BEGIN { printf "%+.2f", a - b }')"
+        else rr="n/a"; dc="n/a"; fi
+        printf '| %s | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s |\n' \
+            "$(label "$t")" "${MRPS[$t]}" "$rr" "${MP50[$t]}" "${MP99[$t]}" \
+            "${MCPU[$t]}" "$dc" "${ERR[$t]}" "${HDR_NOTE[$t]}"
+    done
+    echo
+    echo "| req/s ratio | ratio of medians | median of per-round ratios | goal | met (per-round) |"
+    echo "|---|---:|---:|---:|---|"
+    goal "Portcullis: memory limits vs none" portcullis-memory portcullis-nolimit ge 0.95 "≥ 0.95×"
+    goal "Portcullis: Redis limits vs memory limits" portcullis-redis portcullis-memory ge 0.7 "≥ 0.70×"
+    has portcullis-memory && has nginx-limitreq && \
+        printf '| %s | %s | %s | %s | %s |\n' "Portcullis (memory limits) vs nginx (limit_req)" \
+            "$(ratio "${MRPS[portcullis-memory]}" "${MRPS[nginx-limitreq]}")" \
+            "$(paired portcullis-memory nginx-limitreq | awk '{ printf "%.2f×", $1 }')" "–" "–"
+    has nginx-limitreq && has nginx-nolimit && \
+        printf '| %s | %s | %s | %s | %s |\n' "nginx: limit_req vs none (reference)" \
+            "$(ratio "${MRPS[nginx-limitreq]}" "${MRPS[nginx-nolimit]}")" \
+            "$(paired nginx-limitreq nginx-nolimit | awk '{ printf "%.2f×", $1 }')" "–" "–"
+    echo
+    echo "Limits: Portcullis \`rate_limits\` with two sliding windows of 10^9 a minute, keyed by address and by"
+    echo "route, answering with the default five headers (X-RateLimit-Limit/-Remaining/-Reset, RateLimit-Policy,"
+    echo "RateLimit); nginx \`limit_req_zone\` by \`\$binary_remote_addr\` and by a constant (rate 10^6 r/s, burst"
+    echo "100000, nodelay; nginx sends no rate-limit headers). Redis: a local redis-server pinned to CPU $SUT_CPU"
+    if [[ -n "$REDIS_CPU" ]]; then
+        echo "beside Portcullis (not in the CPU column; it spent $(median <<<"$REDIS_CPU") µs of CPU per request)."
+    else
+        echo "beside Portcullis."
+    fi
 fi
 echo
 echo "Setup: wrk $ver_wrk, ${CONNECTIONS} connections, ${WRK_THREADS} thread(s), ${WARMUP} warm-up before each ${DURATION} run;"

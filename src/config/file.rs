@@ -513,9 +513,9 @@ pub struct RedisCfg {
     /// Bound on each round trip (connect included).
     #[serde(default = "default_redis_timeout")]
     pub timeout: HumanDuration,
-    /// Idle connections kept.
-    #[serde(default = "default_redis_idle")]
-    pub max_idle: usize,
+    /// Multiplexed connections (each carries many requests at once).
+    #[serde(default = "default_redis_connections")]
+    pub connections: usize,
     /// Failed round trips in a row that open the circuit.
     #[serde(default = "default_breaker_threshold")]
     pub breaker_threshold: u32,
@@ -528,8 +528,8 @@ fn default_redis_timeout() -> HumanDuration {
     HumanDuration(std::time::Duration::from_millis(100))
 }
 
-fn default_redis_idle() -> usize {
-    32
+fn default_redis_connections() -> usize {
+    2
 }
 
 fn default_breaker_threshold() -> u32 {

@@ -392,7 +392,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
 
     // --- the shared Redis
     let redis = f.redis.as_ref().and_then(|r| {
-        match crate::redis::Redis::new(&r.url, r.timeout.0, r.max_idle) {
+        if r.connections == 0 || r.connections > 64 {
+            e.push("redis.connections", "must be 1..=64");
+        }
+        match crate::redis::Redis::new(&r.url, r.timeout.0, r.connections) {
             Ok(c) => Some(Arc::new(
                 c.with_breaker(r.breaker_threshold, r.breaker_cool_down.0),
             )),

@@ -164,9 +164,7 @@ impl Lockout {
         let d = ctx.finish();
         let mut s = String::with_capacity(40);
         s.push_str("pc:lo:{");
-        for b in d.as_ref().iter().take(16) {
-            s.push_str(&format!("{b:02x}"));
-        }
+        crate::redis::push_hex(&mut s, d.as_ref().get(..16).unwrap_or_default());
         s.push('}');
         s
     }

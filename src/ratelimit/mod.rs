@@ -318,10 +318,14 @@ impl RateLimits {
 
     /// The Redis key of `limit` for this request (`None` as for [`key`](Self::key)).
     pub fn redis_key(&self, limit: &Limit, f: &KeyFacts<'_>) -> Option<String> {
-        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(limit.parts.len());
-        self.parts(limit, f, |p| parts.push(p.to_vec()))?;
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        Some(redis_store::key(limit.id, &refs))
+        // The framed parts in one buffer, hashed in one call.
+        let mut framed = Vec::with_capacity(64);
+        framed.extend_from_slice(&limit.id.to_be_bytes());
+        self.parts(limit, f, |p| {
+            framed.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            framed.extend_from_slice(p);
+        })?;
+        Some(redis_store::key_of(&framed))
     }
 
     /// Feeds the key's parts to `g`; `None` when one does not apply.

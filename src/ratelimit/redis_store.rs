@@ -114,23 +114,26 @@ pub enum Mode {
 pub struct RedisLimits {
     /// The connection pool.
     pub client: Arc<Redis>,
-    sha: Mutex<Option<String>>,
+    sha: Mutex<Option<Arc<str>>>,
 }
 
 /// The Redis key of a limit's key (parts length-prefixed).
 pub fn key(limit_id: u64, parts: &[&[u8]]) -> String {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(&limit_id.to_be_bytes());
+    let mut framed = Vec::with_capacity(64);
+    framed.extend_from_slice(&limit_id.to_be_bytes());
     for p in parts {
-        ctx.update(&(p.len() as u64).to_be_bytes());
-        ctx.update(p);
+        framed.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        framed.extend_from_slice(p);
     }
-    let d = ctx.finish();
+    key_of(&framed)
+}
+
+/// The Redis key of framed key bytes (limit id, then length-prefixed parts).
+pub fn key_of(framed: &[u8]) -> String {
+    let d = digest::digest(&digest::SHA256, framed);
     let mut s = String::with_capacity(8 + 34);
     s.push_str("pc:rl:{");
-    for b in d.as_ref().iter().take(16) {
-        s.push_str(&format!("{b:02x}"));
-    }
+    crate::redis::push_hex(&mut s, d.as_ref().get(..16).unwrap_or_default());
     s.push('}');
     s
 }
@@ -144,7 +147,7 @@ impl RedisLimits {
         }
     }
 
-    async fn sha(&self, reload: bool) -> Result<String, RedisError> {
+    async fn sha(&self, reload: bool) -> Result<Arc<str>, RedisError> {
         if !reload {
             if let Some(s) = self.sha.lock().ok().and_then(|g| g.clone()) {
                 return Ok(s);
@@ -156,7 +159,7 @@ impl RedisLimits {
             .await?;
         match r.first() {
             Some(Reply::Bulk(b)) => {
-                let s = String::from_utf8_lossy(b).into_owned();
+                let s: Arc<str> = String::from_utf8_lossy(b).into();
                 if let Ok(mut g) = self.sha.lock() {
                     *g = Some(s.clone());
                 }
@@ -171,7 +174,8 @@ impl RedisLimits {
     pub async fn acquire(&self, key: &str, max: u32) -> Result<Option<String>, RedisError> {
         let mut id = [0u8; 12];
         getrandom::fill(&mut id).map_err(|e| RedisError::Io(e.to_string()))?;
-        let member: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut member = String::with_capacity(24);
+        crate::redis::push_hex(&mut member, &id);
         let r = self
             .client
             .pipeline(&[cmd([
@@ -205,33 +209,36 @@ impl RedisLimits {
         }
         let mut sha = self.sha(false).await?;
         for attempt in 0..2 {
-            let cmds: Vec<_> = items
-                .iter()
-                .map(|(k, s, m)| {
-                    let alg = match s.algorithm {
-                        Algorithm::FixedWindow => "f",
-                        Algorithm::SlidingWindow => "s",
-                        Algorithm::Gcra => "g",
-                    };
-                    let mode = match m {
-                        Mode::Take => "take",
-                        Mode::Peek => "peek",
-                        Mode::Add => "add",
-                    };
-                    cmd([
-                        "EVALSHA".to_string(),
-                        sha.clone(),
-                        "1".into(),
-                        k.clone(),
-                        alg.into(),
-                        s.limit.to_string(),
-                        s.window_us.to_string(),
-                        s.burst.to_string(),
-                        mode.into(),
-                    ])
-                })
-                .collect();
-            let replies = self.client.pipeline(&cmds).await?;
+            // Encoded straight into one buffer (no argument vectors).
+            let mut bytes = Vec::with_capacity(160 * items.len());
+            let (mut a, mut b, mut c) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
+            for (k, s, m) in items {
+                let alg: &[u8] = match s.algorithm {
+                    Algorithm::FixedWindow => b"f",
+                    Algorithm::SlidingWindow => b"s",
+                    Algorithm::Gcra => b"g",
+                };
+                let mode: &[u8] = match m {
+                    Mode::Take => b"take",
+                    Mode::Peek => b"peek",
+                    Mode::Add => b"add",
+                };
+                crate::redis::encode_args(
+                    &mut bytes,
+                    &[
+                        b"EVALSHA",
+                        sha.as_bytes(),
+                        b"1",
+                        k.as_bytes(),
+                        alg,
+                        a.format(s.limit).as_bytes(),
+                        b.format(s.window_us).as_bytes(),
+                        c.format(s.burst).as_bytes(),
+                        mode,
+                    ],
+                );
+            }
+            let replies = self.client.pipeline_raw(bytes, items.len()).await?;
             let noscript = replies
                 .iter()
                 .any(|r| matches!(r, Reply::Error(e) if e.starts_with("NOSCRIPT")));

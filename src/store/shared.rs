@@ -105,11 +105,9 @@ pub struct SharedAuth {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let mut s = String::with_capacity(64);
+    crate::redis::push_hex(&mut s, bytes);
+    s
 }
 
 fn io(e: impl std::fmt::Display) -> RedisError {
