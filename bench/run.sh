@@ -974,6 +974,13 @@ if ((${#RL[@]})); then
     echo "|---|---:|---:|---:|---|"
     goal "Portcullis: memory limits vs none" portcullis-memory portcullis-nolimit ge 0.95 "≥ 0.95×"
     goal "Portcullis: Redis limits vs memory limits" portcullis-redis portcullis-memory ge 0.7 "≥ 0.70×"
+    # Capacity of the gateway alone: requests per CPU-second of the Portcullis
+    # process (Redis runs on the same CPU here, so req/s also pays for Redis).
+    has portcullis-redis && has portcullis-memory && \
+        printf '| %s | %s | %s | %s | %s |\n' "Portcullis process capacity (1 / CPU µs per request): Redis vs memory" \
+            "$(awk -v a="${MCPU[portcullis-memory]}" -v b="${MCPU[portcullis-redis]}" 'BEGIN { printf "%.2f×", a / b }')" \
+            "–" "≥ 0.70×" \
+            "$(awk -v a="${MCPU[portcullis-memory]}" -v b="${MCPU[portcullis-redis]}" 'BEGIN { print (a / b >= 0.7) ? "yes" : "**no**" }')"
     has portcullis-memory && has nginx-limitreq && \
         printf '| %s | %s | %s | %s | %s |\n' "Portcullis (memory limits) vs nginx (limit_req)" \
             "$(ratio "${MRPS[portcullis-memory]}" "${MRPS[nginx-limitreq]}")" \

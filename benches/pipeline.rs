@@ -205,5 +205,77 @@ fn authz(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, jwt, authz);
+/// Stages 4/6 and 11 with the memory backend: two limits (per address, per
+/// user; sliding windows that never trigger), and the five headers.
+fn ratelimit(c: &mut Criterion) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use portcullis::authn::identity::ClaimMap;
+    use portcullis::ratelimit::{Held, KeyFacts, Report};
+
+    let f: portcullis::config::file::RateLimit = toml::from_str(
+        r#"
+default = ["per_ip", "per_user"]
+[limits]
+per_ip = { key = "ip", algorithm = "sliding_window", limit = 1000000000, window = "1m" }
+per_user = { key = "user", algorithm = "sliding_window", limit = 1000000000, window = "1m" }
+"#,
+    )
+    .unwrap();
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let (rl, named) = portcullis::ratelimit::compile(&f, None, &mut errors, &mut warnings);
+    assert!(errors.is_empty(), "{errors:?}");
+    let which: Vec<usize> = ["per_ip", "per_user"].iter().map(|n| named[*n]).collect();
+    let id = ClaimMap::new("sub", "roles", "scope", None)
+        .identity(
+            serde_json::json!({"sub": "bench-user"}),
+            "https://idp.bench",
+            u64::MAX,
+        )
+        .unwrap();
+    let headers = HeaderMap::new();
+    let method = Method::GET;
+    let facts = KeyFacts {
+        ip: "192.0.2.1".parse().unwrap(),
+        route: "users",
+        headers: &headers,
+        params: &[],
+        identity: Some(&id),
+        method: &method,
+        path: "/api/v1/users/1",
+        query: None,
+    };
+    // The memory backend never waits: one poll completes the check.
+    let check = |report: &mut Option<Report>| {
+        let mut held = Held::default();
+        let fut = std::pin::pin!(rl.check(&which, &facts, report, &mut held));
+        let mut fut = fut;
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.is_ok(),
+            Poll::Pending => false,
+        }
+    };
+    let mut report = None;
+    assert!(check(&mut report));
+    c.bench_function("ratelimit/check_two_limits_memory", |b| {
+        b.iter(|| {
+            let mut report = None;
+            black_box(check(&mut report))
+        })
+    });
+    let report = report.unwrap();
+    c.bench_function("ratelimit/five_headers", |b| {
+        b.iter_batched(
+            || HeaderMap::with_capacity(16),
+            |mut h| {
+                rl.headers(black_box(&report), &mut h);
+                h
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, bench, jwt, authz, ratelimit);
 criterion_main!(benches);

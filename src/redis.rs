@@ -579,11 +579,18 @@ mod tests {
                 Reply::Array(vec![Reply::Simple("OK".into()), Reply::Nil]),
             ]))
         );
-        assert_eq!(read_reply(&mut input, &mut line).await, Ok(Reply::Error("ERR x".into())));
+        assert_eq!(
+            read_reply(&mut input, &mut line).await,
+            Ok(Reply::Error("ERR x".into()))
+        );
         // too deep, too large, malformed, cut short
         let deep = "*1\r\n".repeat(MAX_DEPTH + 2) + ":1\r\n";
         assert!(read_reply(&mut deep.as_bytes(), &mut line).await.is_err());
-        assert!(read_reply(&mut &b"$99999999999\r\n"[..], &mut line).await.is_err());
+        assert!(
+            read_reply(&mut &b"$99999999999\r\n"[..], &mut line)
+                .await
+                .is_err()
+        );
         assert!(read_reply(&mut &b"?x\r\n"[..], &mut line).await.is_err());
         assert!(read_reply(&mut &b":12"[..], &mut line).await.is_err());
         assert!(read_reply(&mut &b"$5\r\nab"[..], &mut line).await.is_err());

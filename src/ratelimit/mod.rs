@@ -629,32 +629,25 @@ impl RateLimits {
         };
         let d = &report.decision;
         let reset_s = d.reset_us.div_ceil(1_000_000);
-        // The changing values share one buffer: one allocation, three slices.
-        let mut buf = Vec::with_capacity(limit.name.len() + 64);
-        let remaining = span(&mut buf, |b| push_number(b, u64::from(d.remaining)));
-        let reset = span(&mut buf, |b| {
-            push_number(b, report.at_us / 1_000_000 + reset_s)
-        });
-        let ietf = span(&mut buf, |b| {
-            b.push(b'"');
-            b.extend_from_slice(limit.name.as_bytes());
-            b.extend_from_slice(b"\";r=");
-            push_number(b, u64::from(d.remaining));
-            b.extend_from_slice(b";t=");
-            push_number(b, reset_s);
-        });
-        let buf = bytes::Bytes::from(buf);
-        let value = |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
+        // Numbers are digits: `From<u64>` makes them without validation.
         if self.headers.x_ratelimit {
             h.insert(LIMIT.clone(), limit.limit_header.clone());
-            if let (Some(rem), Some(res)) = (value(remaining), value(reset)) {
-                h.insert(REMAINING.clone(), rem);
-                h.insert(RESET.clone(), res);
-            }
+            h.insert(REMAINING.clone(), HeaderValue::from(u64::from(d.remaining)));
+            h.insert(
+                RESET.clone(),
+                HeaderValue::from(report.at_us / 1_000_000 + reset_s),
+            );
         }
         if self.headers.ietf {
             h.insert(POLICY.clone(), limit.policy_header.clone());
-            if let Some(v) = value(ietf) {
+            let mut b = Vec::with_capacity(limit.name.len() + 32);
+            b.push(b'"');
+            b.extend_from_slice(limit.name.as_bytes());
+            b.extend_from_slice(b"\";r=");
+            push_number(&mut b, u64::from(d.remaining));
+            b.extend_from_slice(b";t=");
+            push_number(&mut b, reset_s);
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(b)) {
                 h.insert(RATELIMIT.clone(), v);
             }
         }
@@ -949,13 +942,6 @@ fn note(report: &mut Option<Report>, i: usize, d: Decision, now: u64) {
             at_us: now,
         });
     }
-}
-
-/// Appends what `f` writes and returns its range.
-fn span(buf: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> std::ops::Range<usize> {
-    let start = buf.len();
-    f(buf);
-    start..buf.len()
 }
 
 /// A limit's id: its name and spec, so that a reload that changes a limit

@@ -7,7 +7,9 @@
 //! trip). A Redis that lost its scripts (restart) gets it again on the next
 //! call. Keys are `pc:rl:{HASH}` with HASH a SHA-256 of the limit's id and
 //! the key's parts: stable across instances and builds, and a Redis Cluster
-//! hash tag.
+//! hash tag. A key's state is one string `a:b:c` (the algorithm's three
+//! numbers), so a check is three calls inside the script: `TIME`, `GET` and
+//! `SET ... PX` (the state expires with its window).
 
 use std::sync::{Arc, Mutex};
 
@@ -24,10 +26,12 @@ local limit = tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
 local mode = ARGV[5]
-local st = redis.call('HMGET', KEYS[1], 'a', 'b', 'c')
-local a = tonumber(st[1]) or 0
-local b = tonumber(st[2]) or 0
-local c = tonumber(st[3]) or 0
+local a, b, c = 0, 0, 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local x, y, z = string.match(v, '^(%d+):(%d+):(%d+)$')
+  a, b, c = tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0
+end
 local allowed, remaining, reset, retry, ttl
 if alg == 'g' then
   local T = math.max(math.floor(w / limit), 1)
@@ -73,8 +77,7 @@ else
     ttl = reset + w
   end
 end
-redis.call('HSET', KEYS[1], 'a', string.format('%.0f', a), 'b', string.format('%.0f', b), 'c', string.format('%.0f', c))
-redis.call('PEXPIRE', KEYS[1], math.ceil(ttl / 1000) + 1)
+redis.call('SET', KEYS[1], string.format('%.0f:%.0f:%.0f', a, b, c), 'PX', math.ceil(ttl / 1000) + 1)
 if allowed then allowed = 1 else allowed = 0 end
 return {allowed, remaining, reset, retry}
 "#;
@@ -211,7 +214,11 @@ impl RedisLimits {
         for attempt in 0..2 {
             // Encoded straight into one buffer (no argument vectors).
             let mut bytes = Vec::with_capacity(160 * items.len());
-            let (mut a, mut b, mut c) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
+            let (mut a, mut b, mut c) = (
+                itoa::Buffer::new(),
+                itoa::Buffer::new(),
+                itoa::Buffer::new(),
+            );
             for (k, s, m) in items {
                 let alg: &[u8] = match s.algorithm {
                     Algorithm::FixedWindow => b"f",
