@@ -23,6 +23,7 @@ missing=()
 command -v wrk     >/dev/null 2>&1 || missing+=(wrk)
 command -v curl    >/dev/null 2>&1 || missing+=(curl)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # ratelimit scenario
 # nginx lives in /usr/sbin, which may not be on a non-root PATH.
 if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
     missing+=(nginx-light)
