@@ -319,6 +319,35 @@ async fn admin(gw: &Gateway, method: &str, path: &str) -> Raw {
 
 const JSON: &str = "Content-Type: application/json\r\n";
 
+/// Creates an API key on `on` (CLI) and copies its record into the stores
+/// of `also`: key records are per store. Returns the key and its id.
+fn shared_key(on: &Gateway, also: &[&Gateway], name: &str) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "create", "--config"])
+        .arg(&on.config)
+        .args(["--owner", "svc", "--name", name, "--scopes", "reports:read"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (key, id) = (
+        v["key"].as_str().unwrap().to_string(),
+        v["record"]["id"].as_str().unwrap().to_string(),
+    );
+    let store = |gw: &Gateway| {
+        portcullis::store::Store::open(&gw.dir.path().join("portcullis.db")).unwrap()
+    };
+    let record = store(on).key_get(&id).unwrap().unwrap();
+    for gw in also {
+        store(gw).key_insert(&record).unwrap();
+    }
+    (key, id)
+}
+
 /// Three gateways, each with its own SQLite store, share one Redis: a
 /// session opened on one works on all, and ends on all at once; a refresh
 /// token is spent once across all of them; a key revoked on one is refused
@@ -429,33 +458,7 @@ async fn logout_and_revocation_on_one_instance_hold_on_all() {
 
     // --- API keys: created on A, its record copied to B's and C's stores
     // (records are per store; revocations are shared)
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["keys", "create", "--config"])
-        .arg(&a.config)
-        .args(["--owner", "svc", "--name", "n", "--scopes", "reports:read"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (key, id) = (
-        v["key"].as_str().unwrap().to_string(),
-        v["record"]["id"].as_str().unwrap().to_string(),
-    );
-    let record = portcullis::store::Store::open(&a.dir.path().join("portcullis.db"))
-        .unwrap()
-        .key_get(&id)
-        .unwrap()
-        .unwrap();
-    for gw in [b, c] {
-        portcullis::store::Store::open(&gw.dir.path().join("portcullis.db"))
-            .unwrap()
-            .key_insert(&record)
-            .unwrap();
-    }
+    let (key, id) = shared_key(a, &[b, c], "n");
     let with_key = format!("X-Api-Key: {key}\r\n");
     for gw in [a, b, c] {
         assert_eq!(send(gw, "GET", "/reports", &with_key, "").await.status, 200);
@@ -469,26 +472,7 @@ async fn logout_and_revocation_on_one_instance_hold_on_all() {
         assert_problem(&r, 401, "unauthenticated");
     }
     // a key revoked through the CLI on C is refused on A as well
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["keys", "create", "--config"])
-        .arg(&c.config)
-        .args(["--owner", "svc", "--name", "m", "--scopes", "reports:read"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (key2, id2) = (
-        v["key"].as_str().unwrap().to_string(),
-        v["record"]["id"].as_str().unwrap().to_string(),
-    );
-    let record = portcullis::store::Store::open(&c.dir.path().join("portcullis.db"))
-        .unwrap()
-        .key_get(&id2)
-        .unwrap()
-        .unwrap();
-    portcullis::store::Store::open(&a.dir.path().join("portcullis.db"))
-        .unwrap()
-        .key_insert(&record)
-        .unwrap();
+    let (key2, id2) = shared_key(c, &[a], "m");
     let with_key2 = format!("X-Api-Key: {key2}\r\n");
     assert_eq!(send(a, "GET", "/reports", &with_key2, "").await.status, 200);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
