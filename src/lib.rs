@@ -31,6 +31,7 @@ pub mod cors;
 pub mod demo;
 pub mod headers;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;

@@ -56,6 +56,26 @@ pub struct File {
     /// Routes: the only requests that ever reach an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// OpenAPI documents whose operations become routes.
+    #[serde(default)]
+    pub apis: Vec<Api>,
+}
+
+/// `[[apis]]`: an OpenAPI 3.0/3.1 document as route inventory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// The document (YAML or JSON), relative to the config file.
+    pub spec: PathBuf,
+    /// Upstream name from `[upstreams]` for every operation.
+    pub upstream: String,
+    /// Prefix of every path of the document (`"/api/v1"`).
+    #[serde(default)]
+    pub base_path: String,
+    /// Gateway settings per operationId: any `[[routes]]` field except
+    /// `path`, `methods` and `upstream`.
+    #[serde(default)]
+    pub operations: BTreeMap<String, toml::Table>,
 }
 
 /// `[server]`

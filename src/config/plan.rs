@@ -418,10 +418,28 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         warnings.push("[redis] is set but rate_limit.backend is \"memory\": rate limits and the login lockout count per instance (set backend = \"redis\" to share them)".into());
     }
 
-    // --- routes
+    // --- routes: [[routes]], then the operations of [[apis]]
+    let mut all_routes: Vec<file::Route> = f.routes.clone();
+    let mut labels: Vec<String> = Vec::new();
+    for (j, api) in f.apis.iter().enumerate() {
+        match crate::openapi::expand(api, j, base, &mut warnings) {
+            Ok(list) => {
+                for (r, label) in list {
+                    all_routes.push(r);
+                    labels.push(label);
+                }
+            }
+            Err(errs) => {
+                for (p, m) in errs {
+                    e.push(p, m);
+                }
+            }
+        }
+    }
+    let toml_routes = f.routes.len();
     let mut routes = Vec::new();
     let mut entries = Vec::new();
-    for (i, r) in f.routes.iter().enumerate() {
+    for (i, r) in all_routes.iter().enumerate() {
         let p = |field: &str| format!("routes[{i}].{field}");
         if let Err(m) = check_template(&r.path) {
             e.push(p("path"), m);
@@ -502,7 +520,7 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     for (path, m) in rl_errors {
         e.push(path, m);
     }
-    if f.routes.is_empty() {
+    if all_routes.is_empty() {
         warnings.push("no [[routes]]: every request will be answered 404".into());
     }
     let router = match Router::build(&entries) {
@@ -551,6 +569,16 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         }
     }
 
+    // Routes made from [[apis]] are named by their operation, not by an
+    // index the user never wrote.
+    if !labels.is_empty() {
+        for err in &mut e.0 {
+            err.path = relabel(&err.path, toml_routes, &labels);
+        }
+        for w in &mut warnings {
+            *w = relabel(w, toml_routes, &labels);
+        }
+    }
     if !e.0.is_empty() {
         return Err(ConfigErrors(e.0));
     }
@@ -821,6 +849,36 @@ fn compile_route_authz(
         }
     }
     rule
+}
+
+/// `routes[N]` in a message, for N at or past `first`, becomes the label of
+/// that route (`apis[0].operations.getUser`).
+fn relabel(s: &str, first: usize, labels: &[String]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("routes[") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 7..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let label = after[..digits]
+            .parse::<usize>()
+            .ok()
+            .filter(|_| after[digits..].starts_with(']'))
+            .and_then(|n| n.checked_sub(first))
+            .and_then(|k| labels.get(k));
+        match label {
+            Some(l) => {
+                out.push_str(l);
+                rest = &after[digits + 1..];
+            }
+            None => {
+                out.push_str("routes[");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
