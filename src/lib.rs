@@ -40,6 +40,7 @@ pub mod reject;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod validate;
 
 /// Seconds since the Unix epoch (0 if the clock is before it), the unit the
 /// store and all tokens use.

@@ -29,6 +29,9 @@ use serde_json::{Map, Value};
 
 use crate::config::file::{Api, Route};
 
+/// One operation: its route, a label for errors, its request contract.
+pub type Operation = (Route, String, crate::validate::Contract);
+
 /// An error: where (a TOML path or a document pointer) and what.
 pub type PathError = (String, String);
 
@@ -121,7 +124,7 @@ pub fn expand(
     index: usize,
     base: &Path,
     warnings: &mut Vec<String>,
-) -> Result<Vec<(Route, String)>, Vec<PathError>> {
+) -> Result<Vec<Operation>, Vec<PathError>> {
     let at = |ptr: &str| format!("apis[{index}]: {ptr}");
     let spec_path = if api.spec.is_absolute() {
         api.spec.clone()
@@ -185,7 +188,7 @@ pub fn expand(
             let Some(op) = item.get(method) else { continue };
             let ptr = format!("{item_ptr}/{method}");
             match route_of(&doc, api, base_path, template, method, op, global_security) {
-                Ok((route, id)) => {
+                Ok((route, id, contract)) => {
                     if let Some(id) = &id {
                         if let Some(first) = seen_ids.insert(id.clone(), ptr.clone()) {
                             errors.push((
@@ -198,7 +201,7 @@ pub fn expand(
                         Some(id) => format!("apis[{index}].operations.{id}"),
                         None => format!("apis[{index}]: {ptr}"),
                     };
-                    routes.push((route, label));
+                    routes.push((route, label, contract));
                 }
                 Err((sub, m)) => errors.push((at(&format!("{ptr}{sub}")), m)),
             }
@@ -229,7 +232,7 @@ fn route_of(
     method: &str,
     op: &Value,
     global_security: Option<&Value>,
-) -> Result<(Route, Option<String>), (String, String)> {
+) -> Result<(Route, Option<String>, crate::validate::Contract), (String, String)> {
     let id = op
         .get("operationId")
         .and_then(Value::as_str)
@@ -307,7 +310,14 @@ fn route_of(
             format!("gateway settings: {}: {}", e.path(), e.inner()),
         )
     })?;
-    Ok((route, id))
+    let write = matches!(method, "post" | "put" | "patch");
+    let body = crate::validate::compile_body(doc, op, write)
+        .map_err(|m| ("/requestBody".to_owned(), m))?;
+    let contract = crate::validate::Contract {
+        body,
+        max_depth: api.max_json_depth.max(1),
+    };
+    Ok((route, id, contract))
 }
 
 /// The route's auth methods (`None`: public) and required scopes from a

@@ -189,24 +189,36 @@ async fn run(
     // A declared length over the limit is refused before anything is read or
     // forwarded; a stream that grows past it is cut off.
     check_content_length(&parts.headers, route.max_body)?;
-    // 7b. Ownership named in the body: read it (bounded by the route's limit).
-    let body = match &rules.body_owner {
-        Some(rule)
-            if matches!(
-                parts.method,
-                http::Method::POST | http::Method::PUT | http::Method::PATCH
-            ) =>
-        {
-            let bytes = read_body(body, route.max_body).await?;
+    // 8 (head). The contract's checks that need no body: media type, and no
+    //    body where the operation takes none.
+    if let Some(c) = &route.contract {
+        c.check_head(&parts.headers)?;
+    }
+    // 7b. Ownership named in the body, and 8. the body against its schema:
+    //     read it once (bounded by the route's limit), check, then forward
+    //     exactly the bytes that were checked.
+    let is_write = matches!(
+        parts.method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    );
+    let owner_rule = rules.body_owner.as_ref().filter(|_| is_write);
+    let contract = route.contract.as_ref().filter(|c| c.reads_body());
+    let body = if owner_rule.is_some() || contract.is_some() {
+        let bytes = read_body(body, route.max_body).await?;
+        if let Some(rule) = owner_rule {
             plan.authz.check_body_owner(
                 rule,
                 ctx.identity.as_deref(),
                 &bytes,
                 &access(ctx, route, &parts.method),
             )?;
-            crate::body::RequestBody::Buffered(bytes)
         }
-        _ => crate::body::RequestBody::Stream(body),
+        if let Some(c) = contract {
+            c.check_body(&bytes)?;
+        }
+        crate::body::RequestBody::Buffered(bytes)
+    } else {
+        crate::body::RequestBody::Stream(body)
     };
     // 7c. Ownership known only from the object: writes (and HEAD) GET the
     //     object first; other answers are read and checked at stage 10.
@@ -253,8 +265,6 @@ async fn run(
             parts.headers.clone(),
         )
     });
-    // 8. (request validation: contract issue)
-
     // 9. Upstream.
     let method = parts.method.clone();
     // Boxed: the exchange is the largest state of this future, and hyper moves

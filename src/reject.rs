@@ -25,6 +25,10 @@ pub enum Rejection {
     /// The request is malformed in some other way.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The request does not conform to its operation's contract: the
+    /// failed rules, listed in the problem's `errors` member.
+    #[error("the request does not conform to the API's contract")]
+    Invalid(Vec<crate::validate::FieldError>),
     /// No route matches the path.
     #[error("no route matches this path")]
     NotFound,
@@ -107,7 +111,7 @@ impl Rejection {
     /// The HTTP status this rejection is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadPath(_) | Self::BadRequest(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::PathTooLong => StatusCode::URI_TOO_LONG,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -132,6 +136,7 @@ impl Rejection {
             Self::BadPath(_) => "bad-path",
             Self::PathTooLong => "path-too-long",
             Self::BadRequest(_) => "bad-request",
+            Self::Invalid(_) => "validation-failed",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Unauthenticated { .. } => "unauthenticated",
@@ -159,6 +164,7 @@ impl Rejection {
             Self::BadPath(_) => "Invalid request path",
             Self::PathTooLong => "Request path too long",
             Self::BadRequest(_) => "Bad request",
+            Self::Invalid(_) => "Validation failed",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Unauthenticated { .. } | Self::LoginFailed => "Unauthorized",
@@ -179,13 +185,16 @@ impl Rejection {
     /// Renders the RFC 9457 response. `instance` is the request id.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("urn:portcullis:problem:{}", self.slug()),
             "title": self.title(),
             "status": status.as_u16(),
             "detail": self.to_string(),
             "instance": format!("urn:portcullis:request:{request_id}"),
         });
+        if let (Self::Invalid(errors), Some(o)) = (&self, body.as_object_mut()) {
+            o.insert("errors".into(), serde_json::json!(errors));
+        }
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = Response::new(Body::full(Bytes::from(bytes)));
         *resp.status_mut() = status;

@@ -34,6 +34,8 @@ pub struct Route {
     pub limits: crate::ratelimit::RouteLimits,
     /// The upstream's own credential endpoint (login lockout by address).
     pub credential_endpoint: bool,
+    /// The request contract (routes made from an OpenAPI document).
+    pub contract: Option<std::sync::Arc<crate::validate::Contract>>,
 }
 
 #[derive(Debug)]

@@ -76,6 +76,13 @@ pub struct Api {
     /// `path`, `methods` and `upstream`.
     #[serde(default)]
     pub operations: BTreeMap<String, toml::Table>,
+    /// Deepest nesting accepted in a JSON request body.
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: usize,
+}
+
+fn default_max_json_depth() -> usize {
+    32
 }
 
 /// `[server]`

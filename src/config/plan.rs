@@ -421,12 +421,14 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
     // --- routes: [[routes]], then the operations of [[apis]]
     let mut all_routes: Vec<file::Route> = f.routes.clone();
     let mut labels: Vec<String> = Vec::new();
+    let mut contracts: Vec<Arc<crate::validate::Contract>> = Vec::new();
     for (j, api) in f.apis.iter().enumerate() {
         match crate::openapi::expand(api, j, base, &mut warnings) {
             Ok(list) => {
-                for (r, label) in list {
+                for (r, label, contract) in list {
                     all_routes.push(r);
                     labels.push(label);
+                    contracts.push(Arc::new(contract));
                 }
             }
             Err(errs) => {
@@ -496,6 +498,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
                 &mut warnings,
             ),
             credential_endpoint: r.credential_endpoint,
+            contract: i
+                .checked_sub(toml_routes)
+                .and_then(|k| contracts.get(k))
+                .cloned(),
             authz: compile_route_authz(
                 r,
                 i,

@@ -1,0 +1,421 @@
+//! Stage 8: request validation against the operation's contract (routes
+//! made from an OpenAPI document, see `openapi.rs`).
+//!
+//! * A JSON request body is parsed strictly — a duplicate key, invalid
+//!   UTF-8, nesting deeper than the limit or a number that does not fit is
+//!   refused, so the gateway and the upstream can never read different
+//!   values — and validated against the operation's schema, compiled once at
+//!   load (`jsonschema`, without remote references).
+//! * Objects are closed (mass assignment): where the document does not say
+//!   `additionalProperties`, properties it does not declare are refused; on
+//!   writes, `readOnly` properties are refused too.
+//! * The body must be JSON where the operation takes JSON (415 otherwise);
+//!   an operation without a request body takes none (400).
+//! * Failures answer 400 problem+json with an `errors` list of `{pointer,
+//!   message}`; messages never repeat the submitted values.
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::reject::Rejection;
+
+/// Most validation errors listed in one answer.
+const MAX_ERRORS: usize = 20;
+
+/// What an operation accepts as its request body.
+#[derive(Debug)]
+pub enum BodyRule {
+    /// No request body (the operation declares none).
+    None,
+    /// A JSON body validated against the schema.
+    Json {
+        /// The compiled schema.
+        validator: Box<jsonschema::Validator>,
+        /// `requestBody.required`.
+        required: bool,
+    },
+    /// A body in a media type the gateway does not validate; passed on.
+    Unchecked,
+}
+
+/// An operation's compiled request contract.
+#[derive(Debug)]
+pub struct Contract {
+    /// The body rule.
+    pub body: BodyRule,
+    /// Deepest nesting accepted in a JSON body.
+    pub max_depth: usize,
+}
+
+/// One failed rule: where in the body, and what (never the value).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// JSON pointer into the body (`/tags/3`; `""` for the whole body).
+    pub pointer: String,
+    /// The rule that failed.
+    pub message: String,
+}
+
+impl Contract {
+    /// Whether the body must be read (and held) to check it.
+    pub fn reads_body(&self) -> bool {
+        matches!(self.body, BodyRule::Json { .. })
+    }
+
+    /// The checks that need only the head: body presence and media type.
+    pub fn check_head(&self, h: &http::HeaderMap) -> Result<(), Rejection> {
+        let has_body = h.contains_key(http::header::TRANSFER_ENCODING)
+            || h.get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0);
+        match &self.body {
+            BodyRule::None if has_body => Err(Rejection::BadRequest(
+                "this operation takes no request body",
+            )),
+            BodyRule::Json { .. } if has_body && !is_json(h) => {
+                Err(Rejection::UnsupportedMediaType)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a read JSON body.
+    pub fn check_body(&self, bytes: &[u8]) -> Result<(), Rejection> {
+        let BodyRule::Json {
+            validator,
+            required,
+        } = &self.body
+        else {
+            return Ok(());
+        };
+        if bytes.is_empty() {
+            return if *required {
+                Err(invalid("", "a JSON request body is required"))
+            } else {
+                Ok(())
+            };
+        }
+        let value = parse_strict(bytes, self.max_depth).map_err(|m| invalid("", &m))?;
+        let errors: Vec<FieldError> = validator
+            .iter_errors(&value)
+            .take(MAX_ERRORS)
+            .map(|e| FieldError {
+                pointer: e.instance_path().as_str().to_owned(),
+                message: message(&e),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection::Invalid(errors))
+        }
+    }
+}
+
+fn invalid(pointer: &str, message: &str) -> Rejection {
+    Rejection::Invalid(vec![FieldError {
+        pointer: pointer.to_owned(),
+        message: message.to_owned(),
+    }])
+}
+
+/// A validation error without the submitted value, bounded in length.
+fn message(e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as K;
+    let m = match e.kind() {
+        K::FalseSchema => "this property cannot be set (read-only or not allowed)".to_owned(),
+        _ => e.masked_with("the value").to_string(),
+    };
+    crate::access_log::truncate(&m, 200).to_owned()
+}
+
+/// `application/json` or `application/*+json`.
+fn is_json(h: &http::HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
+}
+
+/// Parses JSON refusing duplicate keys and nesting deeper than `max_depth`
+/// (and, as `serde_json` does, invalid UTF-8 and trailing data). Numbers
+/// that do not fit a 64-bit integer or a finite double are refused.
+pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict { depth: max_depth }
+        .deserialize(&mut de)
+        .map_err(|e| short(&e))?;
+    de.end().map_err(|e| short(&e))?;
+    Ok(v)
+}
+
+fn short(e: &serde_json::Error) -> String {
+    // serde_json's messages name the position, never the content.
+    format!("not valid JSON: {e}")
+}
+
+struct Strict {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number out of range"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let depth = self
+            .depth
+            .checked_sub(1)
+            .ok_or_else(|| A::Error::custom("nested too deep"))?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict { depth })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let depth = self
+            .depth
+            .checked_sub(1)
+            .ok_or_else(|| A::Error::custom("nested too deep"))?;
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(Strict { depth })?;
+            if out.insert(k, v).is_some() {
+                // The name is the client's own; it is not repeated.
+                return Err(A::Error::custom("a duplicate key in an object"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Compiles the request-body rule of an operation. `doc` is the whole
+/// document (for `#/components/...` references); `write` marks POST, PUT
+/// and PATCH (where `readOnly` properties are refused).
+pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, String> {
+    let Some(rb) = op.get("requestBody") else {
+        return Ok(BodyRule::None);
+    };
+    let rb = crate::openapi::deref(doc, rb)?;
+    let required = rb.get("required").and_then(Value::as_bool).unwrap_or(false);
+    let Some(content) = rb.get("content").and_then(Value::as_object) else {
+        return Ok(BodyRule::Unchecked);
+    };
+    let json = content.iter().find(|(t, _)| {
+        let t = t.to_ascii_lowercase();
+        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+    });
+    let Some((_, media)) = json else {
+        return Ok(BodyRule::Unchecked);
+    };
+    let schema = media.get("schema").cloned().unwrap_or(Value::Bool(true));
+    let validator = build(doc, schema, write)?;
+    Ok(BodyRule::Json {
+        validator: Box::new(validator),
+        required,
+    })
+}
+
+/// A validator for `schema` with the document's components beside it, objects
+/// closed and (on writes) `readOnly` properties refused.
+fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Validator, String> {
+    let openapi_30 = doc
+        .get("openapi")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("3.0"));
+    let branches = composed(doc);
+    let mut components = doc.get("components").cloned().unwrap_or(Value::Null);
+    if let Some(schemas) = components.get_mut("schemas").and_then(Value::as_object_mut) {
+        for (name, s) in schemas.iter_mut() {
+            // A schema that is a branch of a composition is closed by the
+            // composing schema, not by itself.
+            let close = !branches.contains(&format!("#/components/schemas/{}", name));
+            tighten(s, write, openapi_30, close);
+        }
+    }
+    tighten(&mut schema, write, openapi_30, true);
+    // The body's own object is closed here too, whatever its schema is made
+    // of (a $ref, a composition): what no part of it declares is refused.
+    let root = serde_json::json!({
+        "allOf": [schema],
+        "unevaluatedProperties": false,
+        "components": components,
+    });
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .map_err(|e| format!("the request schema does not compile: {e}"))
+}
+
+/// The `$ref`s used as branches of `allOf`, `anyOf` or `oneOf` anywhere.
+fn composed(doc: &Value) -> std::collections::HashSet<String> {
+    fn walk(v: &Value, out: &mut std::collections::HashSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    if matches!(k.as_str(), "allOf" | "anyOf" | "oneOf") {
+                        for b in child.as_array().into_iter().flatten() {
+                            if let Some(r) = b.get("$ref").and_then(Value::as_str) {
+                                out.insert(r.to_owned());
+                            }
+                        }
+                    }
+                    walk(child, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+            _ => {}
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    walk(doc, &mut out);
+    out
+}
+
+/// Closes objects (`unevaluatedProperties: false` where the schema says
+/// nothing about extra properties), refuses `readOnly` properties on writes
+/// and maps OpenAPI 3.0's `nullable`. `close` is false inside `allOf`,
+/// `anyOf` and `oneOf` branches: the composing schema is closed instead, so
+/// properties declared by any branch stay allowed.
+fn tighten(s: &mut Value, write: bool, openapi_30: bool, close: bool) {
+    let Some(obj) = s.as_object_mut() else {
+        return;
+    };
+    if openapi_30 && obj.get("nullable") == Some(&Value::Bool(true)) {
+        if let Some(Value::String(t)) = obj.get("type").cloned() {
+            obj.insert("type".into(), serde_json::json!([t, "null"]));
+        }
+    }
+    let is_object = obj.contains_key("properties")
+        || obj.get("type").is_some_and(|t| t == "object")
+        || obj.contains_key("allOf");
+    let is_ref = obj.contains_key("$ref");
+    if close
+        && is_object
+        && !is_ref
+        && !obj.contains_key("additionalProperties")
+        && !obj.contains_key("unevaluatedProperties")
+    {
+        obj.insert("unevaluatedProperties".into(), Value::Bool(false));
+    }
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        for p in props.values_mut() {
+            let read_only = p.get("readOnly") == Some(&Value::Bool(true));
+            if write && read_only {
+                *p = Value::Bool(false);
+            } else {
+                tighten(p, write, openapi_30, true);
+            }
+        }
+    }
+    for key in ["items", "additionalProperties", "not"] {
+        if let Some(child) = obj.get_mut(key) {
+            tighten(child, write, openapi_30, true);
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf", "prefixItems"] {
+        if let Some(Value::Array(list)) = obj.get_mut(key) {
+            for child in list {
+                tighten(child, write, openapi_30, key == "prefixItems");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_parsing() {
+        assert!(parse_strict(br#"{"a":1,"b":[1,2,{"c":null}]}"#, 32).is_ok());
+        assert!(
+            parse_strict(br#"{"role":"user","role":"admin"}"#, 32)
+                .is_err_and(|m| m.contains("duplicate"))
+        );
+        assert!(parse_strict(br#"{"a":{"a":1,"a":2}}"#, 32).is_err());
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(parse_strict(deep.as_bytes(), 32).is_err_and(|m| m.contains("deep")));
+        assert!(parse_strict(deep.as_bytes(), 64).is_ok());
+        assert!(parse_strict(b"{\"a\":\"\xff\"}", 32).is_err());
+        assert!(parse_strict(b"{} {}", 32).is_err());
+        assert!(parse_strict(b"1e999", 32).is_err());
+    }
+
+    #[test]
+    fn objects_are_closed_and_read_only_refused_on_writes() {
+        let doc = serde_json::json!({
+            "openapi": "3.0.3",
+            "components": {"schemas": {
+                "Base": {"type": "object", "properties": {"id": {"type": "string", "readOnly": true}, "name": {"type": "string"}}},
+                "User": {"allOf": [{"$ref": "#/components/schemas/Base"}, {"properties": {"bio": {"type": "string", "nullable": true}}}]},
+            }},
+        });
+        let op = serde_json::json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}}});
+        let rule = compile_body(&doc, &op, true).unwrap();
+        let c = Contract {
+            body: rule,
+            max_depth: 32,
+        };
+        assert!(c.check_body(br#"{"name":"a","bio":null}"#).is_ok());
+        let err = |b: &[u8]| match c.check_body(b) {
+            Err(Rejection::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let e = err(br#"{"name":"a","role":"admin"}"#);
+        assert!(e[0].message.contains("role"), "{e:?}");
+        let e = err(br#"{"id":"u-2","name":"a"}"#);
+        assert_eq!(e[0].pointer, "/id", "{e:?}");
+        let e = err(br#"{"name":"a-very-secret-value-that-must-not-be-echoed","bio":5}"#);
+        assert!(!format!("{e:?}").contains("secret-value"), "{e:?}");
+        assert!(matches!(c.check_body(b""), Err(Rejection::Invalid(_))));
+    }
+}
