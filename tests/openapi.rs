@@ -160,6 +160,14 @@ async fn documented_operations_are_the_only_routes() {
     );
     let r = send(&gw, "PUT", "/api/v1/users/7", &token("")).await;
     assert_problem(&r, 429, "rate-limited");
+    // an inline limit is named after its operation
+    assert!(
+        r.header("ratelimit-policy")
+            .unwrap()
+            .starts_with("\"apis[0].operations.updateUser.rate_limits[0]\""),
+        "{:?}",
+        r.header("ratelimit-policy")
+    );
     // `security: []`: public (and its body is validated: see below)
     let post = post_json(&gw, "/api/v1/posts", r#"{"title":"t","content":"c"}"#).await;
     assert_eq!(post.status, 200, "{}", post.text());

@@ -491,7 +491,9 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
                 &named_limits,
                 &f.rate_limit.default,
                 r.rate_limits.as_deref(),
-                i,
+                &i.checked_sub(toml_routes)
+                    .and_then(|k| labels.get(k).cloned())
+                    .unwrap_or_else(|| format!("routes[{i}]")),
                 r.public,
                 r.credential_endpoint,
                 &mut rl_errors,

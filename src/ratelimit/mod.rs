@@ -871,7 +871,7 @@ pub fn route_limits(
     named: &std::collections::HashMap<String, usize>,
     defaults: &[String],
     refs: Option<&[crate::config::file::LimitRef]>,
-    i: usize,
+    route: &str,
     public: bool,
     credential: bool,
     errors: &mut Vec<(String, String)>,
@@ -883,7 +883,7 @@ pub fn route_limits(
         None => idx.extend(defaults.iter().filter_map(|n| named.get(n).copied())),
         Some(list) => {
             for (j, r) in list.iter().enumerate() {
-                let path = format!("routes[{i}].rate_limits[{j}]");
+                let path = format!("{route}.rate_limits[{j}]");
                 match r {
                     LimitRef::Name(n) => match named.get(n) {
                         Some(k) => idx.push(*k),
@@ -892,11 +892,8 @@ pub fn route_limits(
                         }
                     },
                     LimitRef::Inline(spec) => {
-                        match compile_limit(
-                            &format!("routes[{i}].rate_limits[{j}]"),
-                            spec,
-                            credential,
-                        ) {
+                        match compile_limit(&format!("{route}.rate_limits[{j}]"), spec, credential)
+                        {
                             Ok(l) => {
                                 idx.push(rl.limits.len());
                                 rl.limits.push(l);
@@ -914,7 +911,7 @@ pub fn route_limits(
         if l.post_auth() {
             if public && refs.is_some() {
                 warnings.push(format!(
-                    "routes[{i}] is public: its limit {:?} is keyed by the identity and never applies",
+                    "{route} is public: its limit {:?} is keyed by the identity and never applies",
                     &*l.name
                 ));
             }
