@@ -277,5 +277,39 @@ per_user = { key = "user", algorithm = "sliding_window", limit = 1000000000, win
     });
 }
 
-criterion_group!(benches, bench, jwt, authz, ratelimit);
+/// Stage 8: a 1 KiB JSON body parsed strictly and validated against a
+/// post schema (lengths, an array of tags, a date-time), objects closed.
+fn validate(c: &mut Criterion) {
+    use portcullis::validate::{Contract, compile_body};
+
+    let doc = serde_json::json!({"openapi": "3.1.0"});
+    let op = serde_json::json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {
+        "type": "object",
+        "required": ["title", "content"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "content": {"type": "string", "minLength": 1, "maxLength": 50000},
+            "tags": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 50}},
+            "publishedAt": {"type": "string", "format": "date-time"}
+        }
+    }}}}});
+    let contract = Contract {
+        body: compile_body(&doc, &op, true).unwrap(),
+        max_depth: 32,
+    };
+    let body = serde_json::json!({
+        "title": "A title of moderate length for the benchmark",
+        "content": "x".repeat(870),
+        "tags": ["rust", "security", "gateway", "openapi", "validation"],
+        "publishedAt": "2026-11-23T12:00:00Z",
+    })
+    .to_string();
+    assert!((1000..1100).contains(&body.len()), "{}", body.len());
+    assert!(contract.check_body(body.as_bytes()).is_ok());
+    c.bench_function("validate/post_1kib_body", |b| {
+        b.iter(|| contract.check_body(black_box(body.as_bytes())).is_ok())
+    });
+}
+
+criterion_group!(benches, bench, jwt, authz, ratelimit, validate);
 criterion_main!(benches);
