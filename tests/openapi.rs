@@ -78,14 +78,7 @@ components:
 
 fn config(spec_file: &str, extra: &str) -> String {
     format!(
-        r#"{}
-[auth.jwt]
-[[auth.jwt.issuers]]
-issuer = "https://idp.test"
-audiences = ["api"]
-algorithms = ["HS256"]
-secret_file = "jwt-secret"
-
+        r#"{}{HS256_ISSUER}
 [[apis]]
 spec = "{spec_file}"
 upstream = "app"
@@ -100,17 +93,7 @@ public = true
 }
 
 fn token(scope: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let c = serde_json::json!({"iss": "https://idp.test", "aud": "api", "sub": "u-1", "scope": scope, "exp": now + 600});
-    let t = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &c,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
+    let t = hs256_token(SECRET, serde_json::json!({"sub": "u-1", "scope": scope}));
     format!("Authorization: Bearer {t}\r\n")
 }
 

@@ -540,3 +540,36 @@ pub fn add_user(gw: &Gateway, name: &str, password: &str, roles: &str) {
     );
     assert!(ok, "{out}");
 }
+
+/// `[auth.jwt]` with one HS256 issuer (`https://idp.test`, audience `api`)
+/// whose secret is the file `jwt-secret` next to the config.
+pub const HS256_ISSUER: &str = r#"
+[auth.jwt]
+[[auth.jwt.issuers]]
+issuer = "https://idp.test"
+audiences = ["api"]
+algorithms = ["HS256"]
+secret_file = "jwt-secret"
+"#;
+
+/// Unix seconds now.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 token for [`HS256_ISSUER`]: `iss`, `aud` and a 10-minute `exp`
+/// are added to `claims`.
+pub fn hs256_token(secret: &str, mut claims: serde_json::Value) -> String {
+    claims["iss"] = "https://idp.test".into();
+    claims["aud"] = "api".into();
+    claims["exp"] = (now_s() + 600).into();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
