@@ -394,6 +394,10 @@ fn keys(cmd: KeysCommand) -> Result<String, String> {
             if store.key_revoke(&id, now)? {
                 crate::store::shared::block_on(crate::store::shared::revoke_key(&plan, &id, now))?;
                 Ok(format!("revoked {id}"))
+            } else if crate::store::shared::block_on(crate::store::shared::revoke_key_again(
+                &plan, &store, &id,
+            ))? {
+                Ok(format!("{id} was revoked; recorded in redis again"))
             } else {
                 Err(format!("no active key {id}"))
             }

@@ -35,8 +35,9 @@ pub type Operation = (Route, String, crate::validate::Contract);
 /// An error: where (a TOML path or a document pointer) and what.
 pub type PathError = (String, String);
 
-/// A route's auth methods (`None`: public) and required scopes.
-type Auth = (Option<Vec<String>>, Vec<String>);
+/// A route's auth methods (`None`: public), required scopes, and whether
+/// scopes were left out because alternatives ask for different ones.
+type Auth = (Option<Vec<String>>, Vec<String>, bool);
 
 /// Methods an OpenAPI path item may describe (TRACE is never proxied).
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
@@ -252,8 +253,10 @@ fn route_of(
     );
     v.insert("upstream".into(), Value::from(api.upstream.clone()));
     // Authentication from `security`.
+    let mut ambiguous = false;
     if let Some(sec) = op.get("security").or(global_security) {
-        let (auth, scopes) = security(doc, sec)?;
+        let (auth, scopes, amb) = security(doc, sec)?;
+        ambiguous = amb;
         match auth {
             None => {
                 v.insert("public".into(), Value::Bool(true));
@@ -298,6 +301,12 @@ fn route_of(
             overlay(o, "")?;
         }
     }
+    if ambiguous && !v.contains_key("require") && !v.contains_key("require_any") {
+        return Err((
+            "/security".to_owned(),
+            "alternatives that need different scopes cannot be enforced as written: set require or require_any in x-portcullis or [apis.operations.ID]".into(),
+        ));
+    }
     if !v.contains_key("public") && !v.contains_key("auth") {
         return Err((
             String::new(),
@@ -331,7 +340,7 @@ fn security(doc: &Value, sec: &Value) -> Result<Auth, PathError> {
             .iter()
             .any(|r| r.as_object().is_some_and(Map::is_empty))
     {
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), false));
     }
     let schemes = doc.pointer("/components/securitySchemes");
     let mut methods: Vec<String> = Vec::new();
@@ -391,13 +400,15 @@ fn security(doc: &Value, sec: &Value) -> Result<Auth, PathError> {
             );
         }
     }
-    // Scopes are only unambiguous with one requirement.
+    // Scopes are only unambiguous with one requirement; otherwise the
+    // operation must say what it requires (checked by the caller).
+    let ambiguous = scopes.len() > 1 && scopes.iter().any(|s| !s.is_empty());
     let require = if scopes.len() == 1 {
         scopes.pop().unwrap_or_default()
     } else {
         Vec::new()
     };
-    Ok((Some(methods), require))
+    Ok((Some(methods), require, ambiguous))
 }
 
 #[cfg(test)]

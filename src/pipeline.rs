@@ -192,7 +192,7 @@ async fn run(
     // 8 (head). The contract's checks that need no body: media type, and no
     //    body where the operation takes none.
     if let Some(c) = &route.contract {
-        c.check_head(&parts.headers)?;
+        c.check_head(&parts.headers, !http_body::Body::is_end_stream(&body))?;
     }
     // 7b. Ownership named in the body, and 8. the body against its schema:
     //     read it once (bounded by the route's limit), check, then forward

@@ -90,9 +90,17 @@ pub fn cmd<I: IntoIterator<Item = A>, A: AsRef<[u8]>>(args: I) -> Cmd {
 
 #[derive(Debug)]
 enum Breaker {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One trial is under way; if it never reports (its caller went away),
+    /// another is allowed after `until`.
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 /// The client.
@@ -185,10 +193,7 @@ impl Redis {
             self.short_circuited.fetch_add(1, Ordering::Relaxed);
             return Err(RedisError::CircuitOpen);
         }
-        let result = match tokio::time::timeout(self.timeout, self.exchange(bytes, n)).await {
-            Err(_) => Err(RedisError::Timeout),
-            Ok(r) => r,
-        };
+        let result = self.exchange(bytes, n).await;
         match &result {
             Ok(_) => self.succeeded(),
             Err(e) => self.failed(e),
@@ -197,21 +202,26 @@ impl Redis {
     }
 
     async fn exchange(&self, bytes: Vec<u8>, n: usize) -> Result<Vec<Reply>, RedisError> {
-        let mux = self.mux().await?;
+        let mux = tokio::time::timeout(self.timeout, self.mux())
+            .await
+            .map_err(|_| RedisError::Timeout)??;
         let (reply, rx) = oneshot::channel();
         let job = Job { bytes, n, reply };
         if mux.tx.send(job).is_err() {
             mux.dead.store(true, Ordering::Relaxed);
             return Err(RedisError::Io("connection lost".into()));
         }
-        // Dropped by the timeout in `pipeline`: the reply, when it comes, is
-        // read and discarded, so the connection stays in step.
-        let guard = DeadOnDrop(Some(mux));
-        let r = rx
-            .await
-            .unwrap_or_else(|_| Err(RedisError::Io("connection lost".into())));
-        guard.disarm();
-        r
+        // A caller that goes away (its client disconnected) leaves the
+        // connection as it is: the reply, when it comes, is read and
+        // discarded, so the connection stays in step. A connection that does
+        // not answer in time is abandoned: the next call reconnects.
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(r) => r.unwrap_or_else(|_| Err(RedisError::Io("connection lost".into()))),
+            Err(_) => {
+                mux.dead.store(true, Ordering::Relaxed);
+                Err(RedisError::Timeout)
+            }
+        }
     }
 
     /// A live multiplexed connection (connecting one if need be).
@@ -271,10 +281,18 @@ impl Redis {
             Breaker::Closed { .. } => true,
             Breaker::Open { until } if Instant::now() >= until => {
                 // One trial; others keep failing fast until it answers.
-                *b = Breaker::HalfOpen;
+                *b = Breaker::HalfOpen {
+                    until: Instant::now() + self.timeout + self.cool_down,
+                };
                 true
             }
-            Breaker::Open { .. } | Breaker::HalfOpen => false,
+            Breaker::HalfOpen { until } if Instant::now() >= until => {
+                *b = Breaker::HalfOpen {
+                    until: Instant::now() + self.timeout + self.cool_down,
+                };
+                true
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen { .. } => false,
         }
     }
 
@@ -283,7 +301,7 @@ impl Redis {
             return;
         };
         if !matches!(*b, Breaker::Closed { failures: 0 }) {
-            if matches!(*b, Breaker::HalfOpen) {
+            if matches!(*b, Breaker::HalfOpen { .. }) {
                 self.transitions.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(redis = %self.addr, "redis is answering again; circuit closed");
             }
@@ -309,11 +327,11 @@ impl Redis {
                 };
                 false
             }
-            Breaker::HalfOpen => true,
+            Breaker::HalfOpen { .. } => true,
             Breaker::Open { .. } => false,
         };
         if open {
-            let was_half = matches!(*b, Breaker::HalfOpen);
+            let was_half = matches!(*b, Breaker::HalfOpen { .. });
             *b = Breaker::Open {
                 until: Instant::now() + self.cool_down,
             };
@@ -361,24 +379,6 @@ struct Job {
 struct Mux {
     tx: mpsc::UnboundedSender<Job>,
     dead: Arc<AtomicBool>,
-}
-
-/// Marks a connection dead unless disarmed: a caller that gave up (timeout)
-/// on a connection that does not answer makes the next one reconnect.
-struct DeadOnDrop(Option<Arc<Mux>>);
-
-impl DeadOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for DeadOnDrop {
-    fn drop(&mut self) {
-        if let Some(m) = &self.0 {
-            m.dead.store(true, Ordering::Relaxed);
-        }
-    }
 }
 
 impl Mux {

@@ -34,8 +34,10 @@ pub enum BodyRule {
         /// `requestBody.required`.
         required: bool,
     },
-    /// A body in a media type the gateway does not validate; passed on.
-    Unchecked,
+    /// A body in media types the gateway does not validate: passed on, but
+    /// only in one of the declared types (lower case; `*/*` and `type/*`
+    /// allowed as declared).
+    Unchecked(Vec<String>),
 }
 
 /// An operation's compiled request contract.
@@ -63,8 +65,11 @@ impl Contract {
     }
 
     /// The checks that need only the head: body presence and media type.
-    pub fn check_head(&self, h: &http::HeaderMap) -> Result<(), Rejection> {
-        let has_body = h.contains_key(http::header::TRANSFER_ENCODING)
+    /// `streaming`: the body is not known to be empty (an HTTP/2 request may
+    /// send data without a length header).
+    pub fn check_head(&self, h: &http::HeaderMap, streaming: bool) -> Result<(), Rejection> {
+        let has_body = streaming
+            || h.contains_key(http::header::TRANSFER_ENCODING)
             || h.get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -74,6 +79,9 @@ impl Contract {
                 "this operation takes no request body",
             )),
             BodyRule::Json { .. } if has_body && !is_json(h) => {
+                Err(Rejection::UnsupportedMediaType)
+            }
+            BodyRule::Unchecked(types) if has_body && !declared(h, types) => {
                 Err(Rejection::UnsupportedMediaType)
             }
             _ => Ok(()),
@@ -128,6 +136,24 @@ fn message(e: &jsonschema::ValidationError<'_>) -> String {
         _ => e.masked_with("the value").to_string(),
     };
     crate::access_log::truncate(&m, 200).to_owned()
+}
+
+/// The request's media type is one the operation declares.
+fn declared(h: &http::HeaderMap, types: &[String]) -> bool {
+    let Some(t) = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    types.iter().any(|d| {
+        d == "*/*"
+            || *d == t
+            || d.strip_suffix("/*")
+                .is_some_and(|major| t.split('/').next() == Some(major))
+    })
 }
 
 /// `application/json` or `application/*+json`.
@@ -246,14 +272,15 @@ pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, St
     let rb = crate::openapi::deref(doc, rb)?;
     let required = rb.get("required").and_then(Value::as_bool).unwrap_or(false);
     let Some(content) = rb.get("content").and_then(Value::as_object) else {
-        return Ok(BodyRule::Unchecked);
+        return Ok(BodyRule::Unchecked(vec!["*/*".into()]));
     };
     let json = content.iter().find(|(t, _)| {
         let t = t.to_ascii_lowercase();
         t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
     });
     let Some((_, media)) = json else {
-        return Ok(BodyRule::Unchecked);
+        let types = content.keys().map(|t| t.to_ascii_lowercase()).collect();
+        return Ok(BodyRule::Unchecked(types));
     };
     let schema = media.get("schema").cloned().unwrap_or(Value::Bool(true));
     let validator = build(doc, schema, write)?;
@@ -270,19 +297,23 @@ fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Vali
         .get("openapi")
         .and_then(Value::as_str)
         .is_some_and(|v| v.starts_with("3.0"));
-    let branches = composed(doc);
-    let mut components = doc.get("components").cloned().unwrap_or(Value::Null);
+    let original = doc.get("components").cloned().unwrap_or(Value::Null);
+    let mut components = original.clone();
+    let t = Tighten {
+        components: &original,
+        write,
+        openapi_30,
+    };
     if let Some(schemas) = components.get_mut("schemas").and_then(Value::as_object_mut) {
-        for (name, s) in schemas.iter_mut() {
-            // A schema that is a branch of a composition is closed by the
-            // composing schema, not by itself.
-            let close = !branches.contains(&format!("#/components/schemas/{}", name));
-            tighten(s, write, openapi_30, close);
+        for s in schemas.values_mut() {
+            // Closed where they are used (see `Tighten::child`), not here: a
+            // schema may also be one branch of a composition.
+            t.apply(s, false);
         }
     }
-    tighten(&mut schema, write, openapi_30, true);
-    // The body's own object is closed here too, whatever its schema is made
-    // of (a $ref, a composition): what no part of it declares is refused.
+    t.apply(&mut schema, false);
+    // The body's own object is closed here, whatever its schema is made of
+    // (a $ref, a composition): what no part of it declares is refused.
     let root = serde_json::json!({
         "allOf": [schema],
         "unevaluatedProperties": false,
@@ -295,78 +326,97 @@ fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Vali
         .map_err(|e| format!("the request schema does not compile: {e}"))
 }
 
-/// The `$ref`s used as branches of `allOf`, `anyOf` or `oneOf` anywhere.
-fn composed(doc: &Value) -> std::collections::HashSet<String> {
-    fn walk(v: &Value, out: &mut std::collections::HashSet<String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, child) in m {
-                    if matches!(k.as_str(), "allOf" | "anyOf" | "oneOf") {
-                        for b in child.as_array().into_iter().flatten() {
-                            if let Some(r) = b.get("$ref").and_then(Value::as_str) {
-                                out.insert(r.to_owned());
-                            }
-                        }
-                    }
-                    walk(child, out);
-                }
-            }
-            Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
-            _ => {}
-        }
-    }
-    let mut out = std::collections::HashSet::new();
-    walk(doc, &mut out);
-    out
+/// Rewrites a schema for requests: objects closed (mass assignment),
+/// `readOnly` properties refused on writes, OpenAPI 3.0's `nullable` mapped.
+struct Tighten<'a> {
+    components: &'a Value,
+    write: bool,
+    openapi_30: bool,
 }
 
-/// Closes objects (`unevaluatedProperties: false` where the schema says
-/// nothing about extra properties), refuses `readOnly` properties on writes
-/// and maps OpenAPI 3.0's `nullable`. `close` is false inside `allOf`,
-/// `anyOf` and `oneOf` branches: the composing schema is closed instead, so
-/// properties declared by any branch stay allowed.
-fn tighten(s: &mut Value, write: bool, openapi_30: bool, close: bool) {
-    let Some(obj) = s.as_object_mut() else {
-        return;
-    };
-    if openapi_30 && obj.get("nullable") == Some(&Value::Bool(true)) {
-        if let Some(Value::String(t)) = obj.get("type").cloned() {
-            obj.insert("type".into(), serde_json::json!([t, "null"]));
+impl Tighten<'_> {
+    /// `close`: this schema may close itself (false for composition
+    /// branches and component roots, which are closed where they are used).
+    fn apply(&self, s: &mut Value, close: bool) {
+        let Some(obj) = s.as_object_mut() else {
+            return;
+        };
+        if self.openapi_30 && obj.get("nullable") == Some(&Value::Bool(true)) {
+            if let Some(Value::String(t)) = obj.get("type").cloned() {
+                obj.insert("type".into(), serde_json::json!([t, "null"]));
+            }
         }
-    }
-    let is_object = obj.contains_key("properties")
-        || obj.get("type").is_some_and(|t| t == "object")
-        || obj.contains_key("allOf");
-    let is_ref = obj.contains_key("$ref");
-    if close
-        && is_object
-        && !is_ref
-        && !obj.contains_key("additionalProperties")
-        && !obj.contains_key("unevaluatedProperties")
-    {
-        obj.insert("unevaluatedProperties".into(), Value::Bool(false));
-    }
-    if let Some(Value::Object(props)) = obj.get_mut("properties") {
-        for p in props.values_mut() {
-            let read_only = p.get("readOnly") == Some(&Value::Bool(true));
-            if write && read_only {
-                *p = Value::Bool(false);
-            } else {
-                tighten(p, write, openapi_30, true);
+        let is_object =
+            obj.contains_key("properties") || obj.get("type").is_some_and(|t| t == "object");
+        if close
+            && is_object
+            && !obj.contains_key("$ref")
+            && !obj.contains_key("additionalProperties")
+            && !obj.contains_key("unevaluatedProperties")
+        {
+            obj.insert("unevaluatedProperties".into(), Value::Bool(false));
+        }
+        if let Some(Value::Object(props)) = obj.get_mut("properties") {
+            for p in props.values_mut() {
+                if self.write && self.read_only(p, 0) {
+                    *p = Value::Bool(false);
+                } else {
+                    self.child(p);
+                }
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(c) = obj.get_mut(key) {
+                self.child(c);
+            }
+        }
+        if let Some(Value::Array(list)) = obj.get_mut("prefixItems") {
+            list.iter_mut().for_each(|c| self.child(c));
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(Value::Array(list)) = obj.get_mut(key) {
+                list.iter_mut().for_each(|c| self.apply(c, false));
             }
         }
     }
-    for key in ["items", "additionalProperties", "not"] {
-        if let Some(child) = obj.get_mut(key) {
-            tighten(child, write, openapi_30, true);
+
+    /// A schema in a place of its own (a property, array items): a
+    /// reference or a composition is wrapped so that the place is closed
+    /// over everything its parts declare.
+    fn child(&self, c: &mut Value) {
+        let composed = c.as_object().is_some_and(|o| {
+            o.contains_key("$ref")
+                || o.contains_key("allOf")
+                || o.contains_key("anyOf")
+                || o.contains_key("oneOf")
+        });
+        if composed {
+            self.apply(c, false);
+            let inner = std::mem::take(c);
+            *c = serde_json::json!({ "allOf": [inner], "unevaluatedProperties": false });
+        } else {
+            self.apply(c, true);
         }
     }
-    for key in ["allOf", "anyOf", "oneOf", "prefixItems"] {
-        if let Some(Value::Array(list)) = obj.get_mut(key) {
-            for child in list {
-                tighten(child, write, openapi_30, key == "prefixItems");
-            }
+
+    /// `readOnly: true` on the schema, behind its `$ref` or in an `allOf`
+    /// branch.
+    fn read_only(&self, p: &Value, depth: usize) -> bool {
+        if depth > 16 {
+            return false;
         }
+        if p.get("readOnly") == Some(&Value::Bool(true)) {
+            return true;
+        }
+        let target = p
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components"))
+            .and_then(|ptr| self.components.pointer(ptr));
+        target.is_some_and(|t| self.read_only(t, depth + 1))
+            || p.get("allOf")
+                .and_then(Value::as_array)
+                .is_some_and(|l| l.iter().any(|b| self.read_only(b, depth + 1)))
     }
 }
 
@@ -417,5 +467,83 @@ mod tests {
         let e = err(br#"{"name":"a-very-secret-value-that-must-not-be-echoed","bio":5}"#);
         assert!(!format!("{e:?}").contains("secret-value"), "{e:?}");
         assert!(matches!(c.check_body(b""), Err(Rejection::Invalid(_))));
+    }
+
+    #[test]
+    fn bodies_only_in_declared_media_types() {
+        let doc = serde_json::json!({"openapi": "3.1.0"});
+        let op = serde_json::json!({"requestBody": {"content": {"application/x-www-form-urlencoded": {}, "text/*": {}}}});
+        let c = Contract {
+            body: compile_body(&doc, &op, true).unwrap(),
+            max_depth: 32,
+        };
+        let head = |ct: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            h.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
+            c.check_head(&h, false)
+        };
+        assert!(head("application/x-www-form-urlencoded; charset=utf-8").is_ok());
+        assert!(head("text/plain").is_ok());
+        assert_eq!(
+            head("application/json"),
+            Err(Rejection::UnsupportedMediaType)
+        );
+        // no body at all is fine; an HTTP/2 body without a length is a body
+        assert!(c.check_head(&http::HeaderMap::new(), false).is_ok());
+        let none = Contract {
+            body: BodyRule::None,
+            max_depth: 32,
+        };
+        assert!(none.check_head(&http::HeaderMap::new(), true).is_err());
+    }
+
+    #[test]
+    fn nested_references_and_compositions_are_closed_too() {
+        let doc = serde_json::json!({
+            "openapi": "3.1.0",
+            "components": {"schemas": {
+                "Id": {"type": "string", "readOnly": true},
+                "Address": {"type": "object", "properties": {"street": {"type": "string"}}},
+                "AddressGeo": {"allOf": [{"$ref": "#/components/schemas/Address"}, {"properties": {"lat": {"type": "number"}}}]},
+                "Cat": {"type": "object", "required": ["meow"], "properties": {"meow": {"type": "boolean"}}},
+                "Dog": {"type": "object", "required": ["bark"], "properties": {"bark": {"type": "boolean"}}},
+            }},
+        });
+        let op = serde_json::json!({"requestBody": {"content": {"application/json": {"schema": {
+            "type": "object",
+            "properties": {
+                "id": {"$ref": "#/components/schemas/Id"},
+                "address": {"$ref": "#/components/schemas/Address"},
+                "geo": {"$ref": "#/components/schemas/AddressGeo"},
+                "pet": {"oneOf": [{"$ref": "#/components/schemas/Cat"}, {"$ref": "#/components/schemas/Dog"}]},
+                "list": {"type": "array", "items": {"$ref": "#/components/schemas/Address"}},
+            },
+        }}}}});
+        let c = Contract {
+            body: compile_body(&doc, &op, true).unwrap(),
+            max_depth: 32,
+        };
+        let ok = |b: &str| match c.check_body(b.as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("{b}: {e:?}");
+                false
+            }
+        };
+        assert!(ok(
+            r#"{"address":{"street":"x"},"geo":{"street":"y","lat":1.5},"pet":{"meow":true},"list":[{"street":"z"}]}"#
+        ));
+        assert!(
+            !ok(r#"{"address":{"street":"x","verified":true}}"#),
+            "a $ref'd object"
+        );
+        assert!(
+            !ok(r#"{"geo":{"street":"y","lat":1,"admin":true}}"#),
+            "a composed object"
+        );
+        assert!(!ok(r#"{"pet":{"meow":true,"isAdmin":true}}"#), "a oneOf");
+        assert!(!ok(r#"{"list":[{"street":"z","x":1}]}"#), "array items");
+        assert!(!ok(r#"{"id":"u-1"}"#), "readOnly behind a $ref");
     }
 }

@@ -256,6 +256,16 @@ async fn documents_that_cannot_be_trusted_do_not_load() {
     )
     .await;
     assert!(e.contains("apis[0].operations.getUser.require"), "{e}");
+    // alternatives asking for different scopes are not silently weakened
+    let e = load(
+        SPEC.replace(
+            "- bearer: [users:read]",
+            "- bearer: [users:read]\n        - bearer: [admin]",
+        ),
+        "",
+    )
+    .await;
+    assert!(e.contains("different scopes"), "{e}");
     // not OpenAPI 3
     let e = load("swagger: \"2.0\"\npaths: {}\n".into(), "").await;
     assert!(e.contains("#/openapi"), "{e}");

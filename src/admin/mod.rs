@@ -245,16 +245,14 @@ async fn handle(
             Ok((k, s)) => match secs(body.get("overlap")) {
                 Err(e) => problem(StatusCode::BAD_REQUEST, &e),
                 Ok(overlap) => match k.rotate(s, id, overlap, crate::unix_now()) {
-                    Ok(new) => {
-                        let until = s.key_get(id).ok().flatten().and_then(|r| r.expires);
-                        match until {
-                            Some(t) => match crate::store::shared::revoke_key(&plan, id, t).await {
-                                Ok(()) => reply(StatusCode::CREATED, Some(json!(new))),
-                                Err(e) => store_error(&e),
-                            },
-                            None => reply(StatusCode::CREATED, Some(json!(new))),
-                        }
-                    }
+                    Ok(new) => match s.key_get(id).map(|r| r.and_then(|r| r.expires)) {
+                        Ok(Some(t)) => match crate::store::shared::revoke_key(&plan, id, t).await {
+                            Ok(()) => reply(StatusCode::CREATED, Some(json!(new))),
+                            Err(e) => store_error(&e),
+                        },
+                        Ok(None) => reply(StatusCode::CREATED, Some(json!(new))),
+                        Err(e) => store_error(&e),
+                    },
                     Err(e) => problem(StatusCode::NOT_FOUND, &e),
                 },
             },
@@ -268,7 +266,11 @@ async fn handle(
                         Err(e) => store_error(&e),
                     }
                 }
-                Ok(false) => problem(StatusCode::NOT_FOUND, "no active key with this id"),
+                Ok(false) => match crate::store::shared::revoke_key_again(&plan, s, id).await {
+                    Ok(true) => reply(StatusCode::NO_CONTENT, None),
+                    Ok(false) => problem(StatusCode::NOT_FOUND, "no active key with this id"),
+                    Err(e) => store_error(&e),
+                },
                 Err(e) => store_error(&e),
             },
             Err(()) => not_configured(),

@@ -116,13 +116,16 @@ impl Authn {
                     let Some(s) = &self.sessions else { continue };
                     let Some(id) = s.presented(h) else { continue };
                     let now = crate::unix_now();
-                    let verified = match p.shared {
-                        Some(shared) => s.verify_shared(shared, id, now).await.map_err(|e| {
-                            (e == sessions::SessionError::Store)
-                                .then_some(Rejection::StateUnavailable)
-                                .ok_or(e)
-                        }),
-                        None => {
+                    let verified = match (p.shared, p.store) {
+                        (Some(shared), Some(store)) => {
+                            s.verify_shared(shared, store, id, now).await.map_err(|e| {
+                                (e == sessions::SessionError::Store)
+                                    .then_some(Rejection::StateUnavailable)
+                                    .ok_or(e)
+                            })
+                        }
+                        (Some(_), None) => return Err(Rejection::Internal),
+                        (None, _) => {
                             let store = p.store.ok_or(Rejection::Internal)?;
                             s.verify(store, id, now).map_err(|e| {
                                 (e == sessions::SessionError::Store)
@@ -363,7 +366,8 @@ pub async fn gateway_endpoint(
         let b: RefreshBody =
             json_body(&parts, body, "expected {\"refresh_token\": \"...\"}").await?;
         let out = if let Some(shared) = &plan.shared {
-            t.refresh_shared(shared, &b.refresh_token, now).await
+            t.refresh_shared(shared, &store, &b.refresh_token, now)
+                .await
         } else {
             let plan2 = plan.clone();
             tokio::task::spawn_blocking(move || {

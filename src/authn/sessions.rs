@@ -257,10 +257,14 @@ impl Sessions {
         Self::identity(s)
     }
 
-    /// [`verify`](Self::verify) against the sessions in Redis.
+    /// [`verify`](Self::verify) against the sessions in Redis. The user is
+    /// looked up in this instance's store too (by name): a user disabled or
+    /// removed here is refused even if a session of theirs survived in Redis
+    /// (a login racing the disable on another instance).
     pub async fn verify_shared(
         &self,
         shared: &SharedAuth,
+        store: &Store,
         id: &str,
         now: i64,
     ) -> Result<Arc<Identity>, SessionError> {
@@ -273,6 +277,11 @@ impl Sessions {
         if self.expired(&s, now) {
             let _ = shared.session_delete(&hash).await;
             return Err(SessionError::Expired);
+        }
+        match store.user_by_name(&s.user.username) {
+            Ok(Some(u)) if !u.disabled => {}
+            Ok(_) => return Err(SessionError::Disabled),
+            Err(_) => return Err(SessionError::Store),
         }
         if self.due_touch(&s, now) {
             let _ = shared.session_touch(&hash, &s, now, self.idle).await;

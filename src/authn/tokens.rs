@@ -332,6 +332,7 @@ impl Tokens {
     pub async fn refresh_shared(
         &self,
         shared: &SharedAuth,
+        store: &Store,
         refresh_token: &str,
         now: i64,
     ) -> Result<Value, RefreshError> {
@@ -344,6 +345,13 @@ impl Tokens {
             .map_err(|_| RefreshError::Store)?
         {
             Spent::Ok(user, family, expires) => {
+                // A user disabled (or removed) in this instance's store gets
+                // no new tokens, whatever Redis still holds.
+                match store.user_by_name(&user.username) {
+                    Ok(Some(u)) if !u.disabled => {}
+                    Ok(_) => return Err(RefreshError::Invalid),
+                    Err(_) => return Err(RefreshError::Store),
+                }
                 self.issue_shared(shared, &user, Some((&family, expires)), now)
                     .await
             }

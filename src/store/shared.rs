@@ -168,10 +168,14 @@ impl SharedAuth {
         .map_err(io)?;
         let ttl = idle.min(expires - now).max(1).to_string();
         let set = format!("pc:u:{}:s", user.username);
+        let keep = (expires - now).max(1).to_string();
+        // The set lives as long as its longest session: NX sets a first
+        // expiry, GT only ever extends it.
         self.run(&[
             cmd(["SET", &format!("pc:s:{h}"), &v, "EX", &ttl]),
             cmd(["SADD", &set, &h]),
-            cmd(["EXPIRE", &set, &(expires - now).max(1).to_string()]),
+            cmd(["EXPIRE", &set, &keep, "NX"]),
+            cmd(["EXPIRE", &set, &keep, "GT"]),
         ])
         .await
         .map(drop)
@@ -285,7 +289,8 @@ impl SharedAuth {
                 &ttl,
             ]),
             cmd(["SADD", &set, family]),
-            cmd(["EXPIRE", &set, &ttl]),
+            cmd(["EXPIRE", &set, &ttl, "NX"]),
+            cmd(["EXPIRE", &set, &ttl, "GT"]),
         ])
         .await
         .map(drop)
@@ -352,19 +357,19 @@ impl SharedAuth {
     /// Refuses API key `id` from `from` (Unix seconds) on every instance.
     /// An earlier refusal already recorded is kept.
     pub async fn key_revoke(&self, id: &str, from: i64) -> Result<(), RedisError> {
-        let k = format!("pc:kr:{id}");
-        let r = self.run(&[cmd(["GET", &k])]).await?;
-        let earlier = match r.first() {
-            Some(Reply::Bulk(b)) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .is_some_and(|t| t <= from),
-            _ => false,
-        };
-        if !earlier {
-            self.run(&[cmd(["SET", &k, &from.to_string()])]).await?;
-        }
-        Ok(())
+        // Atomic: a revocation (now) and a rotation (end of its overlap) at
+        // the same moment keep the earlier time.
+        const KEEP_EARLIEST: &str = "local c = tonumber(redis.call('GET', KEYS[1])) \
+            if c == nil or tonumber(ARGV[1]) < c then redis.call('SET', KEYS[1], ARGV[1]) end return 1";
+        self.run(&[cmd([
+            "EVAL",
+            KEEP_EARLIEST,
+            "1",
+            &format!("pc:kr:{id}"),
+            &from.to_string(),
+        ])])
+        .await
+        .map(drop)
     }
 
     /// Whether API key `id` is refused at `now`.
@@ -418,6 +423,23 @@ pub async fn revoke_key(plan: &crate::config::Plan, id: &str, from: i64) -> Resu
         .key_revoke(id, from)
         .await
         .map_err(|e| format!("the revocation was not recorded in redis: {e}"))
+}
+
+/// A key the store already has as revoked: records it in Redis (again), so
+/// that a revocation whose Redis write failed can be retried. `Ok(false)`:
+/// the key is not revoked in the store (or there is no Redis).
+pub async fn revoke_key_again(
+    plan: &crate::config::Plan,
+    store: &super::Store,
+    id: &str,
+) -> Result<bool, String> {
+    if plan.shared.is_none() {
+        return Ok(false);
+    }
+    match store.key_get(id)?.and_then(|r| r.revoked) {
+        Some(at) => revoke_key(plan, id, at).await.map(|()| true),
+        None => Ok(false),
+    }
 }
 
 /// Runs one of the above from the (synchronous) command line.
