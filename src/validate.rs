@@ -2,8 +2,8 @@
 //! made from an OpenAPI document, see `openapi.rs`).
 //!
 //! * A JSON request body is parsed strictly — a duplicate key, invalid
-//!   UTF-8, nesting deeper than the limit or a number that does not fit is
-//!   refused, so the gateway and the upstream can never read different
+//!   UTF-8, nesting deeper than the limit or a number that would not be
+//!   checked exactly is refused, so the gateway and the upstream can never read different
 //!   values — and validated against the operation's schema, compiled once at
 //!   load (`jsonschema`, without remote references).
 //! * Objects are closed (mass assignment): where the document does not say
@@ -171,12 +171,73 @@ fn is_json(h: &http::HeaderMap) -> bool {
 /// (and, as `serde_json` does, invalid UTF-8 and trailing data). Numbers
 /// that do not fit a 64-bit integer or a finite double are refused.
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
+    exact_numbers(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v = Strict { depth: max_depth }
         .deserialize(&mut de)
         .map_err(|e| short(&e))?;
     de.end().map_err(|e| short(&e))?;
     Ok(v)
+}
+
+/// Refuses numbers the checked value would not represent exactly: an
+/// integer beyond 64 bits, or a decimal with more than 15 significant
+/// digits (what a double always holds). Otherwise the schema would check
+/// the nearest double while an upstream parsing decimals exactly reads
+/// another number.
+fn exact_numbers(bytes: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    let mut in_string = false;
+    while let Some(&b) = bytes.get(i) {
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while bytes.get(i).is_some_and(|c| {
+                c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')
+            }) {
+                i += 1;
+            }
+            let token = bytes.get(start..i).unwrap_or_default();
+            let decimal = token.iter().any(|c| matches!(c, b'.' | b'e' | b'E'));
+            let ok = if decimal {
+                let mantissa = token
+                    .split(|c| matches!(c, b'e' | b'E'))
+                    .next()
+                    .unwrap_or_default();
+                let digits: Vec<u8> = mantissa
+                    .iter()
+                    .copied()
+                    .filter(u8::is_ascii_digit)
+                    .skip_while(|d| *d == b'0')
+                    .collect();
+                let significant =
+                    digits.len() - digits.iter().rev().take_while(|d| **d == b'0').count();
+                significant <= 15
+            } else {
+                let s = std::str::from_utf8(token).unwrap_or("");
+                s.parse::<i64>().is_ok() || s.parse::<u64>().is_ok()
+            };
+            if !ok {
+                return Err("not valid JSON: a number with more precision than can be checked (at most 15 significant digits, or a 64-bit integer)".into());
+            }
+            continue;
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn short(e: &serde_json::Error) -> String {
@@ -438,6 +499,31 @@ mod tests {
         assert!(parse_strict(b"{\"a\":\"\xff\"}", 32).is_err());
         assert!(parse_strict(b"{} {}", 32).is_err());
         assert!(parse_strict(b"1e999", 32).is_err());
+        // numbers the checked value represents exactly, and those it does not
+        for ok in [
+            "100",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "0.1",
+            "1.5e3",
+            "123456789012345",
+            "0.000001234567890123450",
+            "{\"a\":\"1.00000000000000000001\"}",
+        ] {
+            assert!(parse_strict(ok.as_bytes(), 32).is_ok(), "{ok}");
+        }
+        for bad in [
+            "100.000000000000001",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1.0000000000000001",
+            "[1, 2.12345678901234567]",
+        ] {
+            assert!(
+                parse_strict(bad.as_bytes(), 32).is_err_and(|m| m.contains("precision")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
