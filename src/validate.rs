@@ -156,15 +156,17 @@ fn declared(h: &http::HeaderMap, types: &[String]) -> bool {
     })
 }
 
-/// `application/json` or `application/*+json`.
+/// The request's media type is JSON.
 fn is_json(h: &http::HeaderMap) -> bool {
     h.get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|t| t.trim().to_ascii_lowercase())
-        .is_some_and(|t| {
-            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
-        })
+        .is_some_and(|t| json_media(&t.trim().to_ascii_lowercase()))
+}
+
+/// `application/json` or `application/*+json` (lower case).
+fn json_media(t: &str) -> bool {
+    t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
 }
 
 /// Parses JSON refusing duplicate keys and nesting deeper than `max_depth`
@@ -335,10 +337,9 @@ pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, St
     let Some(content) = rb.get("content").and_then(Value::as_object) else {
         return Ok(BodyRule::Unchecked(vec!["*/*".into()]));
     };
-    let json = content.iter().find(|(t, _)| {
-        let t = t.to_ascii_lowercase();
-        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
-    });
+    let json = content
+        .iter()
+        .find(|(t, _)| json_media(&t.to_ascii_lowercase()));
     let Some((_, media)) = json else {
         let types = content.keys().map(|t| t.to_ascii_lowercase()).collect();
         return Ok(BodyRule::Unchecked(types));

@@ -152,21 +152,15 @@ return lock
 
 impl Lockout {
     fn redis_key(kind: &[u8], account: Option<&str>, ip: &[u8]) -> String {
-        use aws_lc_rs::digest;
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(kind);
+        let mut framed = Vec::with_capacity(64);
+        framed.extend_from_slice(kind);
         if let Some(a) = account {
             let a = a.to_lowercase();
-            ctx.update(&(a.len() as u64).to_be_bytes());
-            ctx.update(a.as_bytes());
+            framed.extend_from_slice(&(a.len() as u64).to_be_bytes());
+            framed.extend_from_slice(a.as_bytes());
         }
-        ctx.update(ip);
-        let d = ctx.finish();
-        let mut s = String::with_capacity(40);
-        s.push_str("pc:lo:{");
-        crate::redis::push_hex(&mut s, d.as_ref().get(..16).unwrap_or_default());
-        s.push('}');
-        s
+        framed.extend_from_slice(ip);
+        super::redis_store::hashed_key("pc:lo:", &framed)
     }
 
     fn eval(key: String, op: &str, args: [u64; 4]) -> Cmd {

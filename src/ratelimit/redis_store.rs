@@ -120,22 +120,18 @@ pub struct RedisLimits {
     sha: Mutex<Option<Arc<str>>>,
 }
 
-/// The Redis key of a limit's key (parts length-prefixed).
-pub fn key(limit_id: u64, parts: &[&[u8]]) -> String {
-    let mut framed = Vec::with_capacity(64);
-    framed.extend_from_slice(&limit_id.to_be_bytes());
-    for p in parts {
-        framed.extend_from_slice(&(p.len() as u64).to_be_bytes());
-        framed.extend_from_slice(p);
-    }
-    key_of(&framed)
-}
-
 /// The Redis key of framed key bytes (limit id, then length-prefixed parts).
 pub fn key_of(framed: &[u8]) -> String {
+    hashed_key("pc:rl:", framed)
+}
+
+/// `PREFIX{HASH}`: HASH the first 128 bits of the SHA-256 of `framed`, in
+/// hex (no client data in the clear; a Redis Cluster hash tag).
+pub fn hashed_key(prefix: &str, framed: &[u8]) -> String {
     let d = digest::digest(&digest::SHA256, framed);
-    let mut s = String::with_capacity(8 + 34);
-    s.push_str("pc:rl:{");
+    let mut s = String::with_capacity(prefix.len() + 34);
+    s.push_str(prefix);
+    s.push('{');
     crate::redis::push_hex(&mut s, d.as_ref().get(..16).unwrap_or_default());
     s.push('}');
     s
