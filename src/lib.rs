@@ -29,6 +29,7 @@ pub mod config;
 pub mod context;
 pub mod cors;
 pub mod demo;
+pub mod filter;
 pub mod headers;
 pub mod metrics;
 pub mod openapi;
@@ -41,6 +42,7 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod validate;
+pub mod versioning;
 
 /// Seconds since the Unix epoch (0 if the clock is before it), the unit the
 /// store and all tokens use.

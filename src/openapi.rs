@@ -27,7 +27,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::config::file::{Api, Route};
+use crate::config::file::{Api, ForbiddenField, OperationContract, ResponseHeaders, Route};
 
 /// One operation: its route, a label for errors, its request contract.
 pub type Operation = (Route, String, crate::validate::Contract);
@@ -53,7 +53,7 @@ pub fn read(path: &Path) -> Result<Value, String> {
 }
 
 /// A JSON pointer token (`~` and `/` escaped).
-fn escape(token: &str) -> String {
+pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
@@ -165,6 +165,13 @@ pub fn expand(
         )]);
     };
     let global_security = doc.get("security");
+    for unsupported in ["webhooks"] {
+        if doc.get(unsupported).is_some() {
+            warnings.push(format!(
+                "apis[{index}]: #/{unsupported} is not enforced (the gateway sees requests, not outgoing calls)"
+            ));
+        }
+    }
     let mut routes = Vec::new();
     let mut seen_ids: BTreeMap<String, String> = BTreeMap::new();
     for (template, item) in paths {
@@ -188,7 +195,21 @@ pub fn expand(
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
             let ptr = format!("{item_ptr}/{method}");
-            match route_of(&doc, api, base_path, template, method, op, global_security) {
+            let mut notes = Vec::new();
+            let built = route_of(
+                &doc,
+                api,
+                base_path,
+                (template, item),
+                method,
+                op,
+                global_security,
+                &mut notes,
+            );
+            for n in notes {
+                warnings.push(format!("apis[{index}]: {ptr}: {n}"));
+            }
+            match built {
                 Ok((route, id, contract)) => {
                     if let Some(id) = &id {
                         if let Some(first) = seen_ids.insert(id.clone(), ptr.clone()) {
@@ -225,14 +246,16 @@ pub fn expand(
 
 /// One operation as a route: `(route, operationId)`, or `(pointer suffix,
 /// message)`.
+#[allow(clippy::too_many_arguments)]
 fn route_of(
     doc: &Value,
     api: &Api,
     base_path: &str,
-    template: &str,
+    (template, item): (&str, &Value),
     method: &str,
     op: &Value,
     global_security: Option<&Value>,
+    notes: &mut Vec<String>,
 ) -> Result<(Route, Option<String>, crate::validate::Contract), (String, String)> {
     let id = op
         .get("operationId")
@@ -269,9 +292,15 @@ fn route_of(
             }
         }
     }
-    // Gateway settings: the spec's extension, then the TOML's.
+    // Gateway settings: the spec's extension, then the TOML's. Contract
+    // settings go aside.
+    let mut cv = Map::new();
     let mut overlay = |o: &Map<String, Value>, from: &str| -> Result<(), (String, String)> {
         for (k, val) in o {
+            if OperationContract::KEYS.contains(&k.as_str()) {
+                cv.insert(k.clone(), val.clone());
+                continue;
+            }
             if matches!(k.as_str(), "path" | "methods" | "upstream") {
                 return Err((
                     from.to_owned(),
@@ -319,14 +348,181 @@ fn route_of(
             format!("gateway settings: {}: {}", e.path(), e.inner()),
         )
     })?;
+    let settings: OperationContract =
+        serde_path_to_error::deserialize(Value::Object(cv)).map_err(|e| {
+            (
+                String::new(),
+                format!("gateway settings: {}: {}", e.path(), e.inner()),
+            )
+        })?;
+    let contract = contract_of(doc, api, item, method, op, &route, &settings, notes)?;
+    Ok((route, id, contract))
+}
+
+/// The operation's contract: body, parameters, page size, restricted
+/// fields, responses, deprecation notices.
+#[allow(clippy::too_many_arguments)]
+fn contract_of(
+    doc: &Value,
+    api: &Api,
+    item: &Value,
+    method: &str,
+    op: &Value,
+    route: &Route,
+    settings: &OperationContract,
+    notes: &mut Vec<String>,
+) -> Result<crate::validate::Contract, (String, String)> {
     let write = matches!(method, "post" | "put" | "patch");
     let body = crate::validate::compile_body(doc, op, write)
         .map_err(|m| ("/requestBody".to_owned(), m))?;
-    let contract = crate::validate::Contract {
-        body,
-        max_depth: api.max_json_depth.max(1),
+    if let crate::validate::BodyRule::Unchecked(types) = &body {
+        notes.push(format!(
+            "request bodies in {} are not validated (only JSON is)",
+            types.join(", ")
+        ));
+    }
+    if op.get("callbacks").is_some() {
+        notes.push("callbacks are not enforced".into());
+    }
+    let mut c = crate::validate::Contract::with_body(body, api.max_json_depth.max(1));
+    c.params = crate::validate::params::compile(doc, item, op, notes)?;
+    if let Some(p) = &route.pagination {
+        let schema = c
+            .params
+            .iter()
+            .any(|x| x.loc == crate::validate::params::Loc::Query && x.name == p.param)
+            .then(|| param_schema(doc, item, op, &p.param))
+            .flatten();
+        c.pagination = Some(
+            crate::validate::pagination(p, schema).map_err(|m| ("/pagination".to_owned(), m))?,
+        );
+    }
+    for (field, perms) in &settings.restricted_fields {
+        let ptr = if field.starts_with('/') {
+            field.clone()
+        } else {
+            format!("/{}", escape(field))
+        };
+        let mut list = Vec::new();
+        for p in perms {
+            list.push(
+                crate::authz::Permission::parse(p)
+                    .map_err(|m| (format!("/restricted_fields/{}", escape(field)), m))?,
+            );
+        }
+        if list.is_empty() {
+            return Err((
+                format!("/restricted_fields/{}", escape(field)),
+                "list the permissions that may set it".into(),
+            ));
+        }
+        c.restricted.push((ptr, list));
+    }
+    if !c.restricted.is_empty() && !write {
+        notes.push("restricted_fields apply to POST, PUT and PATCH bodies only".into());
+    }
+    c.strip = settings
+        .on_forbidden_field
+        .unwrap_or(api.on_forbidden_field)
+        == ForbiddenField::Strip;
+    c.unprocessable = api.validation_status == 422;
+    let validate = settings
+        .validate_responses
+        .unwrap_or(api.validate_responses);
+    let mut response_notes = Vec::new();
+    c.responses = Some(crate::filter::Responses::compile(
+        doc,
+        op,
+        api.response_headers == ResponseHeaders::Declared,
+        validate,
+        &mut response_notes,
+    )?);
+    notes.extend(response_notes);
+    c.notices = notices(api, op, settings, notes)?;
+    Ok(c)
+}
+
+/// The schema of a query parameter, wherever it is declared.
+fn param_schema<'a>(
+    doc: &'a Value,
+    item: &'a Value,
+    op: &'a Value,
+    name: &str,
+) -> Option<&'a Value> {
+    [op, item]
+        .into_iter()
+        .filter_map(|x| x.get("parameters").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| deref(doc, p).ok())
+        .find(|p| {
+            p.get("name").and_then(Value::as_str) == Some(name)
+                && p.get("in").and_then(Value::as_str) == Some("query")
+        })
+        .and_then(|p| p.get("schema"))
+        .and_then(|s| deref(doc, s).ok())
+}
+
+/// `Deprecation`, `Sunset` and the successor `Link` for a deprecated
+/// operation (or one of a deprecated API).
+fn notices(
+    api: &Api,
+    op: &Value,
+    settings: &OperationContract,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, (String, String)> {
+    let since = settings.deprecation.as_ref().or(api.deprecation.as_ref());
+    let sunset = settings.sunset.as_ref().or(api.sunset.as_ref());
+    let deprecated = op.get("deprecated") == Some(&Value::Bool(true)) || since.is_some();
+    let mut out = Vec::new();
+    if !deprecated && sunset.is_none() {
+        return Ok(out);
+    }
+    let value = |s: String| {
+        http::HeaderValue::from_str(&s)
+            .map_err(|_| (String::new(), format!("{s:?} is not a header value")))
     };
-    Ok((route, id, contract))
+    match since {
+        Some(d) => {
+            let t = parse_date(d).map_err(|m| ("/deprecation".to_owned(), m))?;
+            out.push((
+                http::HeaderName::from_static("deprecation"),
+                value(format!("@{}", t.timestamp()))?,
+            ));
+        }
+        None => {
+            notes.push(
+                "deprecated without a date: `Deprecation: true` is sent (set deprecation = \"YYYY-MM-DD\" for RFC 9745's date)".into(),
+            );
+            out.push((
+                http::HeaderName::from_static("deprecation"),
+                http::HeaderValue::from_static("true"),
+            ));
+        }
+    }
+    if let Some(d) = sunset {
+        let t = parse_date(d).map_err(|m| ("/sunset".to_owned(), m))?;
+        out.push((
+            http::HeaderName::from_static("sunset"),
+            value(t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())?,
+        ));
+    }
+    if let Some(s) = settings.successor.as_ref().or(api.successor.as_ref()) {
+        out.push((
+            http::header::LINK,
+            value(format!("<{s}>; rel=\"successor-version\""))?,
+        ));
+    }
+    Ok(out)
+}
+
+/// `2026-06-01` (midnight UTC) or an RFC 3339 time.
+pub fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD or RFC 3339)"))
 }
 
 /// The route's auth methods (`None`: public) and required scopes from a

@@ -4,15 +4,18 @@
 //!  client ─▶ 0 listener mode (HTTP listener in redirect mode: 308, done)
 //!          ─▶ 1 client ip + request id       (context.rs, client_ip.rs)
 //!          ─▶ 2 head limits, hop-by-hop + gateway-owned header strip, canonical path
+//!          ─▶ 2c' API version: retired (410), or chosen by header (versioning.rs)
 //!          ─▶ 3 CORS preflight (answered here, before the method check)
 //!          ─▶ 2 route (deny by default: 404/405); CORS origin noted for stage 11
 //!          ─▶ 4 pre-auth rate limit           (issue: rate limiting)
 //!          ─▶ 5 authentication                (issue: authentication)
 //!          ─▶ 6 post-auth rate limit          (issue: rate limiting)
 //!          ─▶ 7 authorization                 (issue: authorization)
-//!          ─▶ 8 request validation            (issue: contract)
+//!          ─▶ 8 request validation: parameters, page size, body (validate/)
 //!          ─▶ 9 upstream                      (proxy/)
 //!          ─▶ 10 response filtering: hop-by-hop, internal headers, 5xx bodies
+//!          ─▶ 10b answer authorization (ownership, conditions)
+//!          ─▶ 10c contract: declared fields and headers, redaction (filter.rs)
 //!          ─▶ 11 security + CORS headers, request id (every response)
 //!          ─▶ 12 access log (when the body is done)
 //! ```
@@ -118,6 +121,13 @@ async fn run(
             PathError::TooLong => Rejection::PathTooLong,
             PathError::Invalid(why) => Rejection::BadPath(why),
         })?;
+    // 2c'. The API version: a retired one is 410; one named by the header
+    //      becomes the versioned path every later stage sees.
+    if let Some(v) = &plan.versions {
+        if let Some(p) = v.resolve(&ctx.path, &parts.headers)? {
+            ctx.path = p;
+        }
+    }
 
     // 2d. Endpoints the gateway serves itself (login, logout): never proxied,
     //     and checked before routing so no route can shadow them.
@@ -191,8 +201,15 @@ async fn run(
     check_content_length(&parts.headers, route.max_body)?;
     // 8 (head). The contract's checks that need no body: media type, and no
     //    body where the operation takes none.
+    //    Then parameters and the page size (a clamped or defaulted size
+    //    is what the upstream receives).
     if let Some(c) = &route.contract {
         c.check_head(&parts.headers, !http_body::Body::is_end_stream(&body))?;
+        if let Some(q) = c.check_params(&ctx.params, parts.uri.query(), &parts.headers)? {
+            parts.uri = format!("{}?{q}", parts.uri.path())
+                .parse()
+                .map_err(|_| Rejection::BadRequest("invalid query string"))?;
+        }
     }
     // 7b. Ownership named in the body, and 8. the body against its schema:
     //     read it once (bounded by the route's limit), check, then forward
@@ -213,8 +230,19 @@ async fn run(
                 &access(ctx, route, &parts.method),
             )?;
         }
+        let mut bytes = bytes;
         if let Some(c) = contract {
-            c.check_body(&bytes)?;
+            let may = |needs: &[crate::authz::Permission]| {
+                ctx.identity
+                    .as_deref()
+                    .is_some_and(|id| needs.iter().any(|p| plan.authz.has(id, p)))
+            };
+            if let Some(stripped) = c.check_body(&bytes, &may)? {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(stripped.len()));
+                bytes = bytes::Bytes::from(stripped);
+            }
         }
         crate::body::RequestBody::Buffered(bytes)
     } else {
@@ -241,7 +269,8 @@ async fn run(
         precheck(ctx, route, upstream, owner, &parts, timeout).await?;
     }
     let check_answer = checked && !prechecked;
-    if check_answer {
+    let responses = route.contract.as_ref().and_then(|c| c.responses.as_ref());
+    if check_answer || responses.is_some() {
         // The answer must arrive whole and readable: no compression, no
         // ranges, no 304 in place of the object.
         for h in [
@@ -303,10 +332,24 @@ async fn run(
     {
         return Err(Rejection::NotFound);
     }
-    let body = match ctx.identity.as_deref() {
-        Some(id) if check_answer && parts.status.is_success() => {
-            let bytes =
-                read_upstream(ctx, &parts, body, rules.max_buffered_response, timeout).await?;
+    // 10c. The contract: undeclared headers dropped; a JSON answer reduced
+    //      to its schema and redacted (read once, with 10b's check).
+    let status = parts.status.as_u16();
+    if let Some(r) = responses {
+        r.filter_headers(status, &mut parts.headers);
+    }
+    let json = crate::validate::is_json(&parts.headers);
+    let filter = responses.filter(|r| {
+        method != http::Method::HEAD
+            && !matches!(status, 100..=199 | 204 | 304)
+            && r.reads(status, json)
+    });
+    let authz_reads = check_answer && parts.status.is_success() && ctx.identity.is_some();
+    let body = if authz_reads || filter.is_some() {
+        let mut bytes =
+            read_upstream(ctx, &parts, body, rules.max_buffered_response, timeout).await?;
+        let mut changed = false;
+        if let (Some(id), true) = (ctx.identity.as_deref(), authz_reads) {
             let facts = match &kept {
                 Some((m, uri, h)) => RequestFacts {
                     method: m,
@@ -334,17 +377,38 @@ async fn run(
                 &bytes,
                 &access(ctx, route, &method),
             )?;
-            match checked {
-                Some(filtered) => {
-                    for h in [header::CONTENT_LENGTH, header::ETAG] {
-                        parts.headers.remove(h);
-                    }
-                    Body::full(filtered)
-                }
-                None => Body::full(bytes),
+            if let Some(filtered) = checked {
+                bytes = filtered;
+                changed = true;
             }
         }
-        _ => Body::stream(body),
+        if let Some(r) = filter {
+            match r.filter_body(status, json, &bytes, &plan.redaction) {
+                Ok(Some(filtered)) => {
+                    bytes = bytes::Bytes::from(filtered);
+                    changed = true;
+                }
+                Ok(None) => {}
+                Err(v) => {
+                    tracing::warn!(
+                        request_id = ctx.id_str(),
+                        route = &*route.name,
+                        status,
+                        violation = ?v,
+                        "upstream response violates the API's contract; refused"
+                    );
+                    return Err(Rejection::UpstreamContract);
+                }
+            }
+        }
+        if changed {
+            for h in [header::CONTENT_LENGTH, header::ETAG] {
+                parts.headers.remove(h);
+            }
+        }
+        Body::full(bytes)
+    } else {
+        Body::stream(body)
     };
     if rules.audit {
         if let Some(id) = ctx.identity.as_deref() {
@@ -679,7 +743,15 @@ fn finish(ctx: &mut RequestContext, resp: &mut Response<Body>) {
     let h = resp.headers_mut();
     // One reservation for everything added here: the map grows (and
     // rehashes) at most once.
-    h.reserve(plan.headers.count() + 4 + if ctx.rate.is_some() { 5 } else { 0 });
+    let notices = ctx
+        .route
+        .and_then(|i| plan.routes.get(i))
+        .and_then(|r| r.contract.as_deref())
+        .map_or(&[][..], |c| &c.notices[..]);
+    h.reserve(plan.headers.count() + 4 + notices.len() + if ctx.rate.is_some() { 5 } else { 0 });
+    for (k, v) in notices {
+        h.append(k.clone(), v.clone());
+    }
     plan.headers.apply(h, ctx.https, no_store);
     if let Some((i, origin)) = &ctx.cors {
         if let Some(p) = plan.cors.get(*i) {

@@ -29,6 +29,15 @@ pub enum Rejection {
     /// failed rules, listed in the problem's `errors` member.
     #[error("the request does not conform to the API's contract")]
     Invalid(Vec<crate::validate::FieldError>),
+    /// The same, answered 422 (`validation_status = 422`).
+    #[error("the request does not conform to the API's contract")]
+    Unprocessable(Vec<crate::validate::FieldError>),
+    /// A retired API version: 410 with a link to its successor.
+    #[error("this API version has been retired")]
+    Gone {
+        /// Where to go instead (a path or URL), if known.
+        successor: Option<std::sync::Arc<str>>,
+    },
     /// No route matches the path.
     #[error("no route matches this path")]
     NotFound,
@@ -102,6 +111,10 @@ pub enum Rejection {
     /// discarded rather than passed on unchecked.
     #[error("the upstream response could not be checked")]
     UpstreamUnverifiable,
+    /// The upstream's answer does not conform to the operation's response
+    /// schema (`validate_responses`): discarded, details in the log.
+    #[error("the upstream response does not conform to the API's contract")]
+    UpstreamContract,
     /// A failure inside the gateway.
     #[error("internal error")]
     Internal,
@@ -112,6 +125,8 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadPath(_) | Self::BadRequest(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Gone { .. } => StatusCode::GONE,
             Self::PathTooLong => StatusCode::URI_TOO_LONG,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -121,7 +136,9 @@ impl Rejection {
             Self::CorsDenied => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::UpstreamUnavailable | Self::UpstreamUnverifiable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable | Self::UpstreamUnverifiable | Self::UpstreamContract => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::LimiterUnavailable | Self::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -136,7 +153,9 @@ impl Rejection {
             Self::BadPath(_) => "bad-path",
             Self::PathTooLong => "path-too-long",
             Self::BadRequest(_) => "bad-request",
-            Self::Invalid(_) => "validation-failed",
+            Self::Invalid(_) | Self::Unprocessable(_) => "validation-failed",
+            Self::Gone { .. } => "version-retired",
+            Self::UpstreamContract => "upstream-contract-violation",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Unauthenticated { .. } => "unauthenticated",
@@ -164,7 +183,8 @@ impl Rejection {
             Self::BadPath(_) => "Invalid request path",
             Self::PathTooLong => "Request path too long",
             Self::BadRequest(_) => "Bad request",
-            Self::Invalid(_) => "Validation failed",
+            Self::Invalid(_) | Self::Unprocessable(_) => "Validation failed",
+            Self::Gone { .. } => "Gone",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Unauthenticated { .. } | Self::LoginFailed => "Unauthorized",
@@ -173,7 +193,9 @@ impl Rejection {
             Self::CorsDenied => "Cross-origin request denied",
             Self::BodyTooLarge { .. } => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
-            Self::UpstreamUnavailable | Self::UpstreamUnverifiable => "Bad gateway",
+            Self::UpstreamUnavailable | Self::UpstreamUnverifiable | Self::UpstreamContract => {
+                "Bad gateway"
+            }
             Self::RateLimited { .. } => "Too many requests",
             Self::LimiterUnavailable | Self::StateUnavailable => "Service unavailable",
             Self::UpstreamTimeout => "Gateway timeout",
@@ -192,8 +214,14 @@ impl Rejection {
             "detail": self.to_string(),
             "instance": format!("urn:portcullis:request:{request_id}"),
         });
-        if let (Self::Invalid(errors), Some(o)) = (&self, body.as_object_mut()) {
-            o.insert("errors".into(), serde_json::json!(errors));
+        match (&self, body.as_object_mut()) {
+            (Self::Invalid(errors) | Self::Unprocessable(errors), Some(o)) => {
+                o.insert("errors".into(), serde_json::json!(errors));
+            }
+            (Self::Gone { successor: Some(s) }, Some(o)) => {
+                o.insert("successor".into(), serde_json::json!(&**s));
+            }
+            _ => {}
         }
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = Response::new(Body::full(Bytes::from(bytes)));
@@ -220,6 +248,11 @@ impl Rejection {
                 ..
             } => {
                 h.insert(header::RETRY_AFTER, v);
+            }
+            Self::Gone { successor: Some(s) } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("<{s}>; rel=\"successor-version\"")) {
+                    h.insert(header::LINK, v);
+                }
             }
             Self::RateLimited { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

@@ -339,7 +339,7 @@ async fn request_bodies_are_validated_against_the_document() {
         r#"{"title":"t","content":"c","isAdmin":true}"#,
     )
     .await;
-    assert!(errors(&r)[0].1.contains("isAdmin"));
+    assert_eq!(errors(&r)[0].0, "/isAdmin");
     let user = |b: &'static str| {
         let gw = &gw;
         async move {
@@ -354,7 +354,7 @@ async fn request_bodies_are_validated_against_the_document() {
         }
     };
     let r = user(r#"{"name":"alice","role":"admin"}"#).await;
-    assert!(errors(&r)[0].1.contains("role"), "{}", r.text());
+    assert_eq!(errors(&r)[0].0, "/role", "{}", r.text());
     // readOnly properties cannot be written
     let r = user(r#"{"id":"u-2","name":"alice"}"#).await;
     assert_eq!(errors(&r)[0].0, "/id");

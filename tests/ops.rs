@@ -150,7 +150,7 @@ async fn check_accepts_the_demo_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok: 8 routes"), "{stdout}");
+    assert!(stdout.contains("ok: 10 routes"), "{stdout}");
     assert!(
         !stdout.contains("warning"),
         "the demo config should be warning-free: {stdout}"
@@ -512,7 +512,16 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
         String::new(),
     )
     .await;
-    assert_eq!(r.json()["items"].as_array().unwrap().len(), 4);
+    // the page size comes from openapi.yaml: 20 unless asked, 100 at most
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 20);
+    let r = send(
+        "GET",
+        "/api/v1/documents?limit=100000".into(),
+        as_("carol"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 100);
     // the demo's limits: the tightest (100 a minute per user) is reported
     assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
     assert!(
@@ -521,7 +530,87 @@ async fn demo_command_serves_the_sample_api_behind_the_gateway() {
             .starts_with("\"api_per_user\"")
     );
     let get = |who: &str, path: &str| send("GET", path.to_string(), as_(who), String::new());
-    assert_eq!(get("alice", "/api/v1/users/u-alice").await.status, 200);
+    // the sample API's user object, cut down to the schema
+    let r = get("alice", "/api/v1/users/u-alice").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["username"], "alice");
+    for leak in [
+        "password_hash",
+        "mfa_secret",
+        "internal_flags",
+        "admin_notes",
+        "argon2",
+    ] {
+        assert!(!r.text().contains(leak), "{leak} leaked: {}", r.text());
+    }
+    // mass assignment: alice may not make herself an admin
+    for body in [
+        r#"{"role":"admin"}"#,
+        r#"{"isAdmin":true}"#,
+        r#"{"bio":"hi","password_hash":"x"}"#,
+    ] {
+        let r = send(
+            "PUT",
+            "/api/v1/users/u-alice".into(),
+            as_("alice"),
+            body.into(),
+        )
+        .await;
+        assert_problem(&r, 400, "validation-failed");
+    }
+    let r = send(
+        "PUT",
+        "/api/v1/users/u-alice".into(),
+        as_("alice"),
+        r#"{"bio":"hi"}"#.into(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["bio"], "hi");
+    let r = send(
+        "PUT",
+        "/api/v1/users/u-bob".into(),
+        as_("carol"),
+        r#"{"role":"admin"}"#.into(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // posts are validated against the document
+    let long_tags: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+    for bad in [
+        serde_json::json!({"author_id": "u-alice", "title": "", "content": "x"}),
+        serde_json::json!({"author_id": "u-alice", "title": "t", "content": "x", "tags": long_tags}),
+        serde_json::json!({"author_id": "u-alice", "title": "t", "content": "x", "publishedAt": "soon"}),
+    ] {
+        let r = send(
+            "POST",
+            "/api/v1/posts".into(),
+            as_("alice"),
+            bad.to_string(),
+        )
+        .await;
+        assert_problem(&r, 400, "validation-failed");
+    }
+    let ok = serde_json::json!({"author_id": "u-alice", "title": "t", "content": "x", "tags": ["a"], "publishedAt": "2026-11-23T10:00:00Z"});
+    let r = send("POST", "/api/v1/posts".into(), as_("alice"), ok.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // versions: the header selects one, v0 is retired
+    let r = send(
+        "GET",
+        "/api/users/u-alice".into(),
+        format!("{}Api-Version: 1\r\n", as_("alice")),
+        String::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get("alice", "/api/v0/users/u-alice").await;
+    assert_problem(&r, 410, "version-retired");
+    assert_eq!(r.json()["successor"], "/api/v1");
+    assert_problem(
+        &get("alice", "/api/v1/internal/debug").await,
+        404,
+        "not-found",
+    );
     assert_problem(&get("alice", "/api/v1/users/u-bob").await, 404, "not-found");
     assert_eq!(get("carol", "/api/v1/users/u-bob").await.status, 200);
     assert_problem(

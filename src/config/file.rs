@@ -59,6 +59,123 @@ pub struct File {
     /// OpenAPI documents whose operations become routes.
     #[serde(default)]
     pub apis: Vec<Api>,
+    /// Response filtering everywhere: the redaction list.
+    #[serde(default)]
+    pub responses: Responses,
+    /// API versions chosen by a header, and retired versions.
+    pub versioning: Option<Versioning>,
+}
+
+/// `[responses]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Responses {
+    /// Fields removed from every JSON answer of `[[apis]]` operations (and
+    /// of `[[routes]]` with `redact_responses = true`), wherever they are,
+    /// whatever the schema says: names with `*` wildcards (case-insensitive)
+    /// or JSON pointers (`/data/*/ssn`, `*` one segment).
+    pub redact: Vec<String>,
+}
+
+impl Default for Responses {
+    fn default() -> Self {
+        Self {
+            redact: vec!["password*".into(), "*secret*".into(), "*token*".into()],
+        }
+    }
+}
+
+/// `[versioning]`: versions chosen by a header, retired versions.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Versioning {
+    /// The request header that names a version.
+    #[serde(default = "default_version_header")]
+    pub header: String,
+    /// The unversioned prefix clients call with the header (`"/api"`): a
+    /// request to `/api/users` with `Api-Version: 2` is routed (and sent
+    /// upstream) as the `[[apis]]` entry with `version = "2"`, e.g.
+    /// `/api/v2/users`.
+    pub path: Option<String>,
+    /// The version for requests under `path` without the header; unset:
+    /// the header is required there (400).
+    pub default: Option<String>,
+    /// Retired versions: every request answers 410 with a link to the
+    /// successor.
+    #[serde(default)]
+    pub retired: Vec<RetiredVersion>,
+}
+
+fn default_version_header() -> String {
+    "api-version".into()
+}
+
+/// `[[versioning.retired]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredVersion {
+    /// Its path prefix (`"/api/v0"`).
+    pub base_path: String,
+    /// Its name in the version header, if it had one.
+    pub version: Option<String>,
+    /// Where clients should go instead (a path or URL), sent as
+    /// `Link: <...>; rel="successor-version"` and the problem's `successor`.
+    pub successor: Option<String>,
+}
+
+/// `on_forbidden_field`: what happens to a body field the caller may not set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForbiddenField {
+    /// 400 naming the field.
+    #[default]
+    Refuse,
+    /// The field is removed and the rest forwarded.
+    Strip,
+}
+
+/// `response_headers`: which upstream headers pass on `[[apis]]` operations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseHeaders {
+    /// Standard headers and those the document declares for the status.
+    #[default]
+    Declared,
+    /// All (after `[headers] strip`).
+    All,
+}
+
+/// Contract settings of one operation (`x-portcullis` or
+/// `[apis.operations.ID]`, beside the route fields).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationContract {
+    /// Body fields only some callers may set: field name or JSON pointer ->
+    /// permissions, any one of which allows it (`{ role = ["users:admin"] }`).
+    #[serde(default)]
+    pub restricted_fields: BTreeMap<String, Vec<String>>,
+    /// Overrides the API's `on_forbidden_field`.
+    pub on_forbidden_field: Option<ForbiddenField>,
+    /// Overrides the API's `validate_responses`.
+    pub validate_responses: Option<bool>,
+    /// Overrides the API's `deprecation` (and marks the operation deprecated).
+    pub deprecation: Option<String>,
+    /// Overrides the API's `sunset`.
+    pub sunset: Option<String>,
+    /// Overrides the API's `successor`.
+    pub successor: Option<String>,
+}
+
+impl OperationContract {
+    /// The keys these settings take in an operation's settings table.
+    pub const KEYS: [&'static str; 6] = [
+        "restricted_fields",
+        "on_forbidden_field",
+        "validate_responses",
+        "deprecation",
+        "sunset",
+        "successor",
+    ];
 }
 
 /// `[[apis]]`: an OpenAPI 3.0/3.1 document as route inventory.
@@ -79,6 +196,38 @@ pub struct Api {
     /// Deepest nesting accepted in a JSON request body.
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: usize,
+    /// Status of validation failures: 400 or 422.
+    #[serde(default = "default_validation_status")]
+    pub validation_status: u16,
+    /// A body field the caller may not set (undeclared, read-only, or
+    /// restricted to a permission): `"refuse"` (400 naming it) or
+    /// `"strip"` (removed, the rest forwarded).
+    #[serde(default)]
+    pub on_forbidden_field: ForbiddenField,
+    /// Check upstream answers against their response schema; one that does
+    /// not conform becomes 502 (details in the log).
+    #[serde(default)]
+    pub validate_responses: bool,
+    /// `"declared"`: upstream headers the document does not declare for the
+    /// status (beyond standard ones such as Content-Type, ETag, Location)
+    /// are dropped. `"all"`: passed (`check` warns).
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
+    /// This API's name in the `[versioning]` header (`"2"`).
+    pub version: Option<String>,
+    /// The date (`2026-06-01` or RFC 3339) from which the whole API is
+    /// deprecated: every answer carries `Deprecation` (RFC 9745). Operations
+    /// the document marks `deprecated` get it too.
+    pub deprecation: Option<String>,
+    /// The date the API stops answering: `Sunset` (RFC 8594).
+    pub sunset: Option<String>,
+    /// Its successor (a path or URL): `Link: <...>; rel="successor-version"`
+    /// on deprecated operations.
+    pub successor: Option<String>,
+}
+
+fn default_validation_status() -> u16 {
+    400
 }
 
 fn default_max_json_depth() -> usize {
@@ -451,6 +600,34 @@ pub struct Route {
     /// lockout, and a locked address gets 429.
     #[serde(default)]
     pub credential_endpoint: bool,
+    /// Page-size cap: `{ param = "limit", max = 100, default = 20 }`. A
+    /// larger value is clamped (`over_max = "refuse"`: 400), a missing one
+    /// gets `default`. On `[[apis]]` operations `max` and `default` may come
+    /// from the parameter's schema (`maximum`, `default`).
+    pub pagination: Option<PaginationCfg>,
+    /// Apply `[responses] redact` to this route's JSON answers (always on
+    /// for `[[apis]]` operations).
+    #[serde(default)]
+    pub redact_responses: bool,
+}
+
+/// `pagination = { ... }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginationCfg {
+    /// The query parameter (`"limit"`, `"page_size"`).
+    pub param: String,
+    /// Largest page size passed upstream.
+    pub max: Option<u64>,
+    /// Page size added when the request has none.
+    pub default: Option<u64>,
+    /// `"clamp"` (default) or `"refuse"`.
+    #[serde(default = "default_over_max")]
+    pub over_max: String,
+}
+
+fn default_over_max() -> String {
+    "clamp".into()
 }
 
 /// A route's limit: a name from `[rate_limit.limits]` or an inline limit.

@@ -91,6 +91,10 @@ pub struct Plan {
     pub shared: Option<Arc<crate::store::shared::SharedAuth>>,
     /// The admin API.
     pub admin: Option<crate::admin::AdminPlan>,
+    /// `[responses] redact`.
+    pub redaction: Arc<crate::filter::Redaction>,
+    /// `[versioning]`.
+    pub versions: Option<crate::versioning::Versions>,
     /// Unsafe or dubious settings (`portcullis check` prints them).
     pub warnings: Vec<String>,
 }
@@ -439,6 +443,59 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         }
     }
     let toml_routes = f.routes.len();
+    let redaction = Arc::new(crate::filter::Redaction::new(&f.responses.redact));
+    for (k, c) in contracts.iter().enumerate() {
+        let declared = c
+            .responses
+            .as_ref()
+            .map(|r| r.redacted_declared(&redaction))
+            .unwrap_or_default();
+        if !declared.is_empty() {
+            warnings.push(format!(
+                "routes[{}]: the response schema declares {} but [responses] redact removes them from every answer",
+                toml_routes + k,
+                declared.join(", ")
+            ));
+        }
+    }
+    for (j, api) in f.apis.iter().enumerate() {
+        if api.response_headers == file::ResponseHeaders::All {
+            warnings.push(format!("apis[{j}].response_headers = \"all\": upstream headers the document does not declare reach clients"));
+        }
+        if !matches!(api.validation_status, 400 | 422) {
+            e.push(format!("apis[{j}].validation_status"), "400 or 422");
+        }
+        if let (Some(_), true) = (&api.version, f.versioning.is_none()) {
+            warnings.push(format!(
+                "apis[{j}].version is set but there is no [versioning]: only the path selects it"
+            ));
+        }
+    }
+    let versions = f.versioning.as_ref().map(|v| {
+        let apis = f
+            .apis
+            .iter()
+            .filter_map(|a| {
+                a.version
+                    .clone()
+                    .map(|ver| (ver, a.base_path.trim_end_matches('/').to_owned()))
+            })
+            .collect();
+        let mut errs = Vec::new();
+        let compiled = crate::versioning::Versions::compile(v, apis, &mut errs);
+        for (p, m) in errs {
+            e.push(p, m);
+        }
+        if compiled.header_unused() {
+            warnings.push("[versioning] path is set but no [[apis]] entry has a version".into());
+        }
+        compiled
+    });
+    if f.responses.redact.is_empty() {
+        warnings.push(
+            "[responses] redact is empty: no field is removed from answers without a schema".into(),
+        );
+    }
     let mut routes = Vec::new();
     let mut entries = Vec::new();
     for (i, r) in all_routes.iter().enumerate() {
@@ -500,10 +557,10 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
                 &mut warnings,
             ),
             credential_endpoint: r.credential_endpoint,
-            contract: i
-                .checked_sub(toml_routes)
-                .and_then(|k| contracts.get(k))
-                .cloned(),
+            contract: match i.checked_sub(toml_routes) {
+                Some(k) => contracts.get(k).cloned(),
+                None => plain_contract(r, &mut e, &p),
+            },
             authz: compile_route_authz(
                 r,
                 i,
@@ -624,11 +681,35 @@ pub fn compile(f: &File, base: &Path) -> Result<Plan, ConfigErrors> {
         redis,
         shared,
         admin,
+        redaction,
+        versions,
         identity_headers,
         authz,
         ratelimit,
         warnings,
     })
+}
+
+/// A `[[routes]]` entry's contract: only a page-size cap and redaction.
+fn plain_contract(
+    r: &file::Route,
+    e: &mut Errs,
+    p: &dyn Fn(&str) -> String,
+) -> Option<Arc<crate::validate::Contract>> {
+    if r.pagination.is_none() && !r.redact_responses {
+        return None;
+    }
+    let mut c = crate::validate::Contract::with_body(crate::validate::BodyRule::Any, 32);
+    if let Some(cfg) = &r.pagination {
+        match crate::validate::pagination(cfg, None) {
+            Ok(pg) => c.pagination = Some(pg),
+            Err(m) => e.push(p("pagination"), m),
+        }
+    }
+    if r.redact_responses {
+        c.responses = Some(crate::filter::Responses::default());
+    }
+    Some(Arc::new(c))
 }
 
 fn compile_route_authz(

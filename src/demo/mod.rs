@@ -12,6 +12,9 @@ use crate::server::Server;
 /// `{{ADMIN_PORT}}`, `{{ADMIN_TOKEN_SHA256}}` and `{{UPSTREAM}}` placeholders.
 pub const CONFIG_TEMPLATE: &str = include_str!("portcullis.toml");
 
+/// The sample API's OpenAPI document (`[[apis]]` in the config uses it).
+pub const OPENAPI: &str = include_str!("openapi.yaml");
+
 /// Ports and secrets the template needs.
 #[derive(Debug, Clone)]
 pub struct DemoPorts {
@@ -66,6 +69,8 @@ pub fn write_files(dir: &Path, ports: &DemoPorts, upstream: &str) -> Result<Stri
         write_private(&secret, s.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", secret.display()))?;
     }
+    let spec = dir.join("openapi.yaml");
+    std::fs::write(&spec, OPENAPI).map_err(|e| format!("cannot write {}: {e}", spec.display()))?;
     let (token, hash) = crate::admin::new_token()?;
     let cfg = dir.join("portcullis.toml");
     std::fs::write(&cfg, render_config(ports, upstream, &hash))
@@ -162,7 +167,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(dir: &Path, ports: &DemoPorts, dry_run: bool) -> Result<(), String> {
-    let api = sample_api::start()
+    let api = sample_api::start_demo()
         .await
         .map_err(|e| format!("cannot start the sample API: {e}"))?;
     let admin_token = write_files(dir, ports, &api.to_string())?;
@@ -238,6 +243,17 @@ Try (jq reads the credentials):
       403: cookie-authenticated writes must come from the same origin
   {c} -i {h}/internal/debug
       404 problem+json: no route names it, the sample API never sees it
+  {c} -H "Authorization: Bearer $TOKEN" {h}/api/v1/users/u-alice
+      the sample API's answer has password_hash, mfa_secret, internal_flags
+      and admin_notes; the gateway returns only what openapi.yaml declares
+  {c} -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"role":"admin"}}' {h}/api/v1/users/u-alice
+      400 naming /role: only users:admin may set it (isAdmin: not in the schema)
+  {c} -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"author_id":"u-alice","title":"","content":"x"}}' {h}/api/v1/posts
+      400 with errors: [{{"pointer":"/title",...}}]: bodies are validated
+  {c} -b /tmp/jar '{h}/api/v1/documents?limit=100000'
+      the sample API is asked for 100 at most (the cap in openapi.yaml)
+  {c} -i -H "Authorization: Bearer $TOKEN" -H 'Api-Version: 1' {h}/api/users/u-alice
+      the version named by a header; {h}/api/v0/users is 410 (retired)
   {c} -i --path-as-is {h}/api/v1/users/../../internal/debug
       400 problem+json: path tricks are refused, not resolved
   {c} -i -H "X-API-Key: $KEY" {h}/api/v1/documents/boom

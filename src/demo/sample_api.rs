@@ -81,10 +81,37 @@ pub fn spawn(listener: TcpListener, store: Arc<Mutex<Store>>) {
 
 /// Binds the sample API to an ephemeral loopback port.
 pub async fn start() -> std::io::Result<SocketAddr> {
+    start_with(Store::demo()).await
+}
+
+/// The same with `portcullis demo`'s data: 150 more documents (an archive
+/// of carol's), so that page-size caps have something to cap.
+pub async fn start_demo() -> std::io::Result<SocketAddr> {
+    let mut store = Store::demo();
+    for i in 5..=154 {
+        store
+            .documents
+            .push(json!({"id": format!("d-{i}"), "owner_id": "u-carol",
+            "title": format!("Archived report {i}"), "department": "operations",
+            "body": "Archived."}));
+    }
+    start_with(store).await
+}
+
+async fn start_with(store: Store) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    spawn(listener, Arc::new(Mutex::new(Store::demo())));
+    spawn(listener, Arc::new(Mutex::new(store)));
     Ok(addr)
+}
+
+/// `?name=<number>` from a query string.
+fn query_number(query: Option<&str>, name: &str) -> Option<usize> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
@@ -114,6 +141,7 @@ async fn handle(
         m => m.clone(),
     };
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let body: Value = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
         Err(_) => Value::Null,
@@ -164,7 +192,11 @@ async fn handle(
             None => not_found(),
         },
         (&Method::GET, ["api", "v1", "documents"]) => {
-            reply(StatusCode::OK, &json!({"items": s.documents}))
+            // Whatever page size the caller asks for (no cap of its own).
+            let offset = query_number(query.as_deref(), "offset").unwrap_or(0);
+            let limit = query_number(query.as_deref(), "limit").unwrap_or(usize::MAX);
+            let page: Vec<&Value> = s.documents.iter().skip(offset).take(limit).collect();
+            reply(StatusCode::OK, &json!({ "items": page }))
         }
         (&Method::GET, ["api", "v1", "documents", "boom"]) => {
             let mut r = reply(

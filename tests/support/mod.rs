@@ -39,7 +39,7 @@ pub struct Seen {
 }
 
 /// A real hyper upstream. Paths: `/slow*` sleeps 3 s, `/error*` answers 500
-/// with a stack trace, `/big` streams 1 MiB, anything else echoes as JSON and
+/// with a stack trace, `*/big` streams 1 MiB, anything else echoes as JSON and
 /// adds leaky headers.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -124,7 +124,7 @@ async fn upstream_handle(
             .insert("x-debug-sql", "SELECT 1".parse().unwrap());
         return Ok(r);
     }
-    if path == "/big" {
+    if path.ends_with("/big") {
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))));
     }
     let headers: serde_json::Map<String, serde_json::Value> = parts
@@ -141,6 +141,7 @@ async fn upstream_handle(
     h.insert("x-aspnet-version", "4.0.30319".parse().unwrap());
     h.insert("x-debug-token", "abc".parse().unwrap());
     h.insert("x-internal", "secret".parse().unwrap());
+    h.insert("x-trace-id", "abc".parse().unwrap());
     h.insert("access-control-allow-origin", "*".parse().unwrap());
     h.insert(
         "connection",

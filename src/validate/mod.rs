@@ -11,8 +11,19 @@
 //!   writes, `readOnly` properties are refused too.
 //! * The body must be JSON where the operation takes JSON (415 otherwise);
 //!   an operation without a request body takes none (400).
-//! * Failures answer 400 problem+json with an `errors` list of `{pointer,
-//!   message}`; messages never repeat the submitted values.
+//! * Path, query and header parameters are checked against their schemas
+//!   (`params.rs`); a page size above the cap is clamped or refused.
+//! * Fields that need a permission to set (`restricted_fields`) are refused
+//!   for callers without it; with `on_forbidden_field = "strip"` such fields,
+//!   undeclared and read-only ones are removed instead and the rest is
+//!   forwarded.
+//! * Failures answer 400 (or 422) problem+json with an `errors` list of
+//!   `{pointer, message}` (and `in`/`name` for parameters); messages never
+//!   repeat the submitted values.
+
+pub mod params;
+
+pub use params::pagination;
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -25,6 +36,9 @@ const MAX_ERRORS: usize = 20;
 /// What an operation accepts as its request body.
 #[derive(Debug)]
 pub enum BodyRule {
+    /// Anything (a `[[routes]]` entry with a contract only for pagination
+    /// or responses).
+    Any,
     /// No request body (the operation declares none).
     None,
     /// A JSON body validated against the schema.
@@ -40,28 +54,113 @@ pub enum BodyRule {
     Unchecked(Vec<String>),
 }
 
-/// An operation's compiled request contract.
+/// An operation's compiled contract.
 #[derive(Debug)]
 pub struct Contract {
     /// The body rule.
     pub body: BodyRule,
     /// Deepest nesting accepted in a JSON body.
     pub max_depth: usize,
+    /// Path, query and header parameters.
+    pub params: Vec<params::Param>,
+    /// The page-size cap.
+    pub pagination: Option<params::Pagination>,
+    /// Body fields only some callers may set: `(JSON pointer, any of these
+    /// permissions)`.
+    pub restricted: Vec<(String, Vec<crate::authz::Permission>)>,
+    /// Remove forbidden, undeclared and read-only fields instead of refusing.
+    pub strip: bool,
+    /// Answer validation failures with 422 instead of 400.
+    pub unprocessable: bool,
+    /// Response filtering (stage 10c).
+    pub responses: Option<crate::filter::Responses>,
+    /// Headers every answer of the operation carries (`Deprecation`,
+    /// `Sunset`, `Link`).
+    pub notices: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
-/// One failed rule: where in the body, and what (never the value).
+/// One failed rule: where, and what (never the value).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
-    /// JSON pointer into the body (`/tags/3`; `""` for the whole body).
+    /// JSON pointer into the body or the parameter's value (`/tags/3`; `""`
+    /// for the whole of it).
     pub pointer: String,
     /// The rule that failed.
     pub message: String,
+    /// For a parameter: `path`, `query` or `header`.
+    #[serde(rename = "in", skip_serializing_if = "Option::is_none")]
+    pub location: Option<&'static str>,
+    /// For a parameter: its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl FieldError {
+    /// An error in the body.
+    pub fn body(pointer: &str, message: &str) -> Self {
+        Self {
+            pointer: pointer.to_owned(),
+            message: message.to_owned(),
+            location: None,
+            name: None,
+        }
+    }
 }
 
 impl Contract {
+    /// A contract with only a body rule.
+    pub fn with_body(body: BodyRule, max_depth: usize) -> Self {
+        Self {
+            body,
+            max_depth,
+            params: Vec::new(),
+            pagination: None,
+            restricted: Vec::new(),
+            strip: false,
+            unprocessable: false,
+            responses: None,
+            notices: Vec::new(),
+        }
+    }
+
     /// Whether the body must be read (and held) to check it.
     pub fn reads_body(&self) -> bool {
         matches!(self.body, BodyRule::Json { .. })
+    }
+
+    /// The failures as the configured rejection (400 or 422).
+    pub fn reject(&self, errors: Vec<FieldError>) -> Rejection {
+        if self.unprocessable {
+            Rejection::Unprocessable(errors)
+        } else {
+            Rejection::Invalid(errors)
+        }
+    }
+
+    /// Parameters and the page size: returns the query to forward instead,
+    /// when the page size was clamped or defaulted.
+    pub fn check_params(
+        &self,
+        path: &[(String, String)],
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<String>, Rejection> {
+        let rewritten = match &self.pagination {
+            Some(p) => p.apply(query).map_err(|e| self.reject(vec![e]))?,
+            None => None,
+        };
+        if self.params.is_empty() {
+            return Ok(rewritten);
+        }
+        let mut errors = Vec::new();
+        let q = rewritten.as_deref().or(query);
+        params::check(&self.params, path, q, headers, &mut errors);
+        if errors.is_empty() {
+            Ok(rewritten)
+        } else {
+            errors.truncate(MAX_ERRORS);
+            Err(self.reject(errors))
+        }
     }
 
     /// The checks that need only the head: body presence and media type.
@@ -88,51 +187,182 @@ impl Contract {
         }
     }
 
-    /// Checks a read JSON body.
-    pub fn check_body(&self, bytes: &[u8]) -> Result<(), Rejection> {
+    /// Checks a read JSON body. `may` answers whether the caller holds one
+    /// of the permissions a restricted field needs. Returns the body to
+    /// forward instead when fields were stripped.
+    pub fn check_body(
+        &self,
+        bytes: &[u8],
+        may: &dyn Fn(&[crate::authz::Permission]) -> bool,
+    ) -> Result<Option<Vec<u8>>, Rejection> {
         let BodyRule::Json {
             validator,
             required,
         } = &self.body
         else {
-            return Ok(());
+            return Ok(None);
         };
         if bytes.is_empty() {
             return if *required {
-                Err(invalid("", "a JSON request body is required"))
+                Err(self.reject(vec![FieldError::body(
+                    "",
+                    "a JSON request body is required",
+                )]))
             } else {
-                Ok(())
+                Ok(None)
             };
         }
-        let value = parse_strict(bytes, self.max_depth).map_err(|m| invalid("", &m))?;
-        let errors: Vec<FieldError> = validator
-            .iter_errors(&value)
-            .take(MAX_ERRORS)
-            .map(|e| FieldError {
-                pointer: e.instance_path().as_str().to_owned(),
-                message: message(&e),
-            })
+        let value = parse_strict(bytes, self.max_depth)
+            .map_err(|m| self.reject(vec![FieldError::body("", &m)]))?;
+        // Fields the caller may not set, then the schema.
+        let forbidden: Vec<String> = self
+            .restricted
+            .iter()
+            .filter(|(ptr, needs)| value.pointer(ptr).is_some() && !may(needs))
+            .map(|(ptr, _)| ptr.clone())
             .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Rejection::Invalid(errors))
+        if self.strip {
+            return self.strip_body(validator, value, &forbidden);
         }
+        let mut all: Vec<FieldError> = forbidden
+            .iter()
+            .map(|p| FieldError::body(p, "you may not set this field"))
+            .collect();
+        let v = Verdict::of(validator, &value);
+        all.extend(
+            v.report()
+                .into_iter()
+                .filter(|e| !forbidden.contains(&e.pointer)),
+        );
+        if all.is_empty() {
+            Ok(None)
+        } else {
+            all.truncate(MAX_ERRORS);
+            Err(self.reject(all))
+        }
+    }
+
+    /// `on_forbidden_field = "strip"`: removes forbidden, read-only and
+    /// undeclared fields (in that order: a failing part of a composition
+    /// hides what it declares), then checks the rest.
+    fn strip_body(
+        &self,
+        validator: &jsonschema::Validator,
+        mut value: Value,
+        forbidden: &[String],
+    ) -> Result<Option<Vec<u8>>, Rejection> {
+        let mut changed = !forbidden.is_empty();
+        for ptr in forbidden {
+            remove(&mut value, ptr);
+        }
+        for _ in 0..8 {
+            let v = Verdict::of(validator, &value);
+            let strip = if !v.other.is_empty() {
+                return Err(self.reject(v.report()));
+            } else if !v.read_only.is_empty() {
+                v.read_only
+            } else if !v.undeclared.is_empty() {
+                v.undeclared
+            } else if changed {
+                return serde_json::to_vec(&value)
+                    .map(Some)
+                    .map_err(|_| Rejection::Internal);
+            } else {
+                return Ok(None);
+            };
+            for ptr in &strip {
+                remove(&mut value, ptr);
+            }
+            changed = true;
+        }
+        Err(self.reject(Verdict::of(validator, &value).report()))
     }
 }
 
-fn invalid(pointer: &str, message: &str) -> Rejection {
-    Rejection::Invalid(vec![FieldError {
-        pointer: pointer.to_owned(),
-        message: message.to_owned(),
-    }])
+const NOT_ALLOWED: &str = "this field cannot be set (not in the schema, or read-only)";
+
+/// The schema's verdict on a body.
+struct Verdict {
+    /// Fields whose schema is `false` (read-only on writes).
+    read_only: Vec<String>,
+    /// Fields no schema declares.
+    undeclared: Vec<String>,
+    /// Every other failure.
+    other: Vec<FieldError>,
+}
+
+impl Verdict {
+    fn of(v: &jsonschema::Validator, value: &Value) -> Self {
+        use jsonschema::error::ValidationErrorKind as K;
+        let mut out = Self {
+            read_only: Vec::new(),
+            undeclared: Vec::new(),
+            other: Vec::new(),
+        };
+        for e in v.iter_errors(value).take(MAX_ERRORS * 2) {
+            let at = e.instance_path().as_str();
+            match e.kind() {
+                K::AdditionalProperties { unexpected }
+                | K::UnevaluatedProperties { unexpected } => {
+                    for name in unexpected {
+                        let name = crate::access_log::truncate(name, 64);
+                        out.undeclared
+                            .push(format!("{at}/{}", crate::openapi::escape(name)));
+                    }
+                }
+                K::FalseSchema => out.read_only.push(at.to_owned()),
+                _ => out.other.push(FieldError {
+                    pointer: at.to_owned(),
+                    message: message(&e),
+                    location: None,
+                    name: None,
+                }),
+            }
+        }
+        out.undeclared.sort();
+        out.undeclared.dedup();
+        out
+    }
+
+    /// What to tell the client. When a part of a composition fails, the
+    /// fields it declares count as undeclared too (JSON Schema drops the
+    /// annotations of failing parts), so undeclared fields are reported only
+    /// when nothing else failed.
+    fn report(self) -> Vec<FieldError> {
+        let mut all = self.other;
+        all.extend(
+            self.read_only
+                .iter()
+                .map(|p| FieldError::body(p, NOT_ALLOWED)),
+        );
+        if all.is_empty() {
+            all.extend(
+                self.undeclared
+                    .iter()
+                    .map(|p| FieldError::body(p, NOT_ALLOWED)),
+            );
+        }
+        all.truncate(MAX_ERRORS);
+        all
+    }
+}
+
+/// Removes the member a JSON pointer names (objects only).
+fn remove(v: &mut Value, ptr: &str) {
+    let Some((parent, last)) = ptr.rsplit_once('/') else {
+        return;
+    };
+    let key = last.replace("~1", "/").replace("~0", "~");
+    if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+        m.remove(&key);
+    }
 }
 
 /// A validation error without the submitted value, bounded in length.
-fn message(e: &jsonschema::ValidationError<'_>) -> String {
+pub(crate) fn message(e: &jsonschema::ValidationError<'_>) -> String {
     use jsonschema::error::ValidationErrorKind as K;
     let m = match e.kind() {
-        K::FalseSchema => "this property cannot be set (read-only or not allowed)".to_owned(),
+        K::FalseSchema => NOT_ALLOWED.to_owned(),
         _ => e.masked_with("the value").to_string(),
     };
     crate::access_log::truncate(&m, 200).to_owned()
@@ -156,8 +386,8 @@ fn declared(h: &http::HeaderMap, types: &[String]) -> bool {
     })
 }
 
-/// The request's media type is JSON.
-fn is_json(h: &http::HeaderMap) -> bool {
+/// The message's media type is JSON.
+pub fn is_json(h: &http::HeaderMap) -> bool {
     h.get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
@@ -165,7 +395,7 @@ fn is_json(h: &http::HeaderMap) -> bool {
 }
 
 /// `application/json` or `application/*+json` (lower case).
-fn json_media(t: &str) -> bool {
+pub fn json_media(t: &str) -> bool {
     t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
 }
 
@@ -345,16 +575,34 @@ pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, St
         return Ok(BodyRule::Unchecked(types));
     };
     let schema = media.get("schema").cloned().unwrap_or(Value::Bool(true));
-    let validator = build(doc, schema, write)?;
+    let validator = build(doc, schema, Mode::Request { write })?;
     Ok(BodyRule::Json {
         validator: Box::new(validator),
         required,
     })
 }
 
-/// A validator for `schema` with the document's components beside it, objects
-/// closed and (on writes) `readOnly` properties refused.
-fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Validator, String> {
+/// What a schema is compiled for.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// A request body: objects closed; on writes `readOnly` refused.
+    Request {
+        /// POST, PUT or PATCH.
+        write: bool,
+    },
+    /// A parameter or a response: the schema as written (objects open
+    /// unless it closes them).
+    Value,
+}
+
+/// A validator for `schema` with the document's components beside it; for
+/// request bodies, objects closed and (on writes) `readOnly` properties
+/// refused.
+pub fn build(doc: &Value, mut schema: Value, mode: Mode) -> Result<jsonschema::Validator, String> {
+    let (write, closed) = match mode {
+        Mode::Request { write } => (write, true),
+        Mode::Value => (false, false),
+    };
     let openapi_30 = doc
         .get("openapi")
         .and_then(Value::as_str)
@@ -364,6 +612,7 @@ fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Vali
     let t = Tighten {
         components: &original,
         write,
+        closed,
         openapi_30,
     };
     if let Some(schemas) = components.get_mut("schemas").and_then(Value::as_object_mut) {
@@ -376,16 +625,20 @@ fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Vali
     t.apply(&mut schema, false);
     // The body's own object is closed here, whatever its schema is made of
     // (a $ref, a composition): what no part of it declares is refused.
-    let root = serde_json::json!({
-        "allOf": [schema],
-        "unevaluatedProperties": false,
-        "components": components,
-    });
+    let root = if closed {
+        serde_json::json!({
+            "allOf": [schema],
+            "unevaluatedProperties": false,
+            "components": components,
+        })
+    } else {
+        serde_json::json!({ "allOf": [schema], "components": components })
+    };
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
         .build(&root)
-        .map_err(|e| format!("the request schema does not compile: {e}"))
+        .map_err(|e| format!("the schema does not compile: {e}"))
 }
 
 /// Rewrites a schema for requests: objects closed (mass assignment),
@@ -393,6 +646,8 @@ fn build(doc: &Value, mut schema: Value, write: bool) -> Result<jsonschema::Vali
 struct Tighten<'a> {
     components: &'a Value,
     write: bool,
+    /// Close objects (request bodies); otherwise only `nullable` is mapped.
+    closed: bool,
     openapi_30: bool,
 }
 
@@ -411,6 +666,7 @@ impl Tighten<'_> {
         let is_object =
             obj.contains_key("properties") || obj.get("type").is_some_and(|t| t == "object");
         if close
+            && self.closed
             && is_object
             && !obj.contains_key("$ref")
             && !obj.contains_key("additionalProperties")
@@ -452,7 +708,7 @@ impl Tighten<'_> {
                 || o.contains_key("anyOf")
                 || o.contains_key("oneOf")
         });
-        if composed {
+        if composed && self.closed {
             self.apply(c, false);
             let inner = std::mem::take(c);
             *c = serde_json::json!({ "allOf": [inner], "unevaluatedProperties": false });
@@ -538,32 +794,32 @@ mod tests {
         });
         let op = serde_json::json!({"requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/User"}}}}});
         let rule = compile_body(&doc, &op, true).unwrap();
-        let c = Contract {
-            body: rule,
-            max_depth: 32,
-        };
-        assert!(c.check_body(br#"{"name":"a","bio":null}"#).is_ok());
-        let err = |b: &[u8]| match c.check_body(b) {
+        let c = Contract::with_body(rule, 32);
+        assert!(
+            c.check_body(br#"{"name":"a","bio":null}"#, &|_| true)
+                .is_ok()
+        );
+        let err = |b: &[u8]| match c.check_body(b, &|_| true) {
             Err(Rejection::Invalid(e)) => e,
             other => panic!("{other:?}"),
         };
         let e = err(br#"{"name":"a","role":"admin"}"#);
-        assert!(e[0].message.contains("role"), "{e:?}");
+        assert_eq!(e[0].pointer, "/role", "{e:?}");
         let e = err(br#"{"id":"u-2","name":"a"}"#);
         assert_eq!(e[0].pointer, "/id", "{e:?}");
         let e = err(br#"{"name":"a-very-secret-value-that-must-not-be-echoed","bio":5}"#);
         assert!(!format!("{e:?}").contains("secret-value"), "{e:?}");
-        assert!(matches!(c.check_body(b""), Err(Rejection::Invalid(_))));
+        assert!(matches!(
+            c.check_body(b"", &|_| true),
+            Err(Rejection::Invalid(_))
+        ));
     }
 
     #[test]
     fn bodies_only_in_declared_media_types() {
         let doc = serde_json::json!({"openapi": "3.1.0"});
         let op = serde_json::json!({"requestBody": {"content": {"application/x-www-form-urlencoded": {}, "text/*": {}}}});
-        let c = Contract {
-            body: compile_body(&doc, &op, true).unwrap(),
-            max_depth: 32,
-        };
+        let c = Contract::with_body(compile_body(&doc, &op, true).unwrap(), 32);
         let head = |ct: &str| {
             let mut h = http::HeaderMap::new();
             h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
@@ -578,10 +834,7 @@ mod tests {
         );
         // no body at all is fine; an HTTP/2 body without a length is a body
         assert!(c.check_head(&http::HeaderMap::new(), false).is_ok());
-        let none = Contract {
-            body: BodyRule::None,
-            max_depth: 32,
-        };
+        let none = Contract::with_body(BodyRule::None, 32);
         assert!(none.check_head(&http::HeaderMap::new(), true).is_err());
     }
 
@@ -607,12 +860,9 @@ mod tests {
                 "list": {"type": "array", "items": {"$ref": "#/components/schemas/Address"}},
             },
         }}}}});
-        let c = Contract {
-            body: compile_body(&doc, &op, true).unwrap(),
-            max_depth: 32,
-        };
-        let ok = |b: &str| match c.check_body(b.as_bytes()) {
-            Ok(()) => true,
+        let c = Contract::with_body(compile_body(&doc, &op, true).unwrap(), 32);
+        let ok = |b: &str| match c.check_body(b.as_bytes(), &|_| true) {
+            Ok(_) => true,
             Err(e) => {
                 eprintln!("{b}: {e:?}");
                 false
@@ -632,5 +882,53 @@ mod tests {
         assert!(!ok(r#"{"pet":{"meow":true,"isAdmin":true}}"#), "a oneOf");
         assert!(!ok(r#"{"list":[{"street":"z","x":1}]}"#), "array items");
         assert!(!ok(r#"{"id":"u-1"}"#), "readOnly behind a $ref");
+    }
+
+    #[test]
+    fn restricted_fields_and_strip_mode() {
+        let doc = serde_json::json!({"openapi": "3.1.0"});
+        let op = serde_json::json!({"requestBody": {"content": {"application/json": {"schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "role": {"type": "string"}, "id": {"type": "string", "readOnly": true}},
+        }}}}});
+        let admin = crate::authz::Permission::parse("users:admin").unwrap();
+        let mut c = Contract::with_body(compile_body(&doc, &op, true).unwrap(), 32);
+        c.restricted = vec![("/role".into(), vec![admin.clone()])];
+        let user = |_: &[crate::authz::Permission]| false;
+        let boss = |_: &[crate::authz::Permission]| true;
+        // refused, naming the field
+        match c.check_body(br#"{"name":"a","role":"admin"}"#, &user) {
+            Err(Rejection::Invalid(e)) => {
+                assert_eq!(e.len(), 1, "{e:?}");
+                assert_eq!(e[0].pointer, "/role");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c.check_body(br#"{"name":"a","role":"admin"}"#, &boss),
+            Ok(None)
+        ));
+        // 422 when configured
+        c.unprocessable = true;
+        assert!(matches!(
+            c.check_body(br#"{"role":"x"}"#, &user),
+            Err(Rejection::Unprocessable(_))
+        ));
+        // strip: forbidden, undeclared and read-only fields go; the rest passes
+        c.strip = true;
+        let out = c
+            .check_body(
+                br#"{"name":"a","role":"admin","isAdmin":true,"id":"u-9"}"#,
+                &user,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"name":"a"}"#);
+        assert!(matches!(c.check_body(br#"{"name":"a"}"#, &user), Ok(None)));
+        // other failures are still refused in strip mode
+        assert!(
+            c.check_body(br#"{"name":5,"isAdmin":true}"#, &user)
+                .is_err()
+        );
     }
 }
