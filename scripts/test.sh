@@ -2,7 +2,8 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this script).
 # On a fresh machine it first installs what the tests need, then runs:
 # formatting, clippy (warnings are errors), unit + integration + property
-# tests, `portcullis check` on the demo config, and the doc build.
+# tests, `portcullis check` on the demo config, Schemathesis (PyPI) against
+# the running demo, and the doc build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cargo run --quiet -- demo --dir "$tmp" --dry-run
 cargo run --quiet -- check "$tmp/portcullis.toml"
+
+step "schemathesis against the demo and its OpenAPI document"
+# (installs schemathesis from PyPI into target/st-venv on the first run)
+./scripts/schemathesis.sh
 
 step "docs build (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
