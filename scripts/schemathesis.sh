@@ -39,6 +39,10 @@ done
 # not the limiter.
 sed -i -E 's/limit = (100|300|20),/limit = 1000000,/; s/limit: 20,/limit: 1000000,/' "$dir/portcullis.toml"
 sed -i -E 's/limit: 20,/limit: 1000000,/' "$dir/openapi.yaml"
+if [ "$(grep -c 'limit = 1000000' "$dir/portcullis.toml")" -ne 2 ] || ! grep -q 'limit: 1000000' "$dir/openapi.yaml"; then
+    echo "schemathesis.sh: the demo's rate limits were not found to lift; update the sed above" >&2
+    exit 1
+fi
 kill -HUP $pid
 sleep 1
 

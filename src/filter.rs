@@ -80,6 +80,8 @@ pub enum Violation {
     NotJson,
     /// Schema failures: `(pointer, message)`, values masked.
     Schema(Vec<(String, String)>),
+    /// A 2xx status the document does not declare (`validate_responses`).
+    UndeclaredStatus,
 }
 
 impl Responses {
@@ -163,6 +165,10 @@ impl Responses {
         Ok(out)
     }
 
+    fn has_shapes(&self) -> bool {
+        self.rules.iter().any(|r| r.shape.is_some())
+    }
+
     fn rule(&self, status: u16) -> Option<&Rule> {
         self.rules
             .iter()
@@ -177,7 +183,7 @@ impl Responses {
 
     /// Whether answers with this status are read to filter or check them.
     pub fn reads(&self, status: u16, json: bool) -> bool {
-        json || (self.validate && self.rule(status).is_some_and(|r| r.shape.is_some()))
+        json || self.rule(status).is_some_and(|r| r.shape.is_some())
     }
 
     /// Drops headers the document does not declare for the status.
@@ -207,17 +213,26 @@ impl Responses {
         redact: &Redaction,
     ) -> Result<Option<Vec<u8>>, Violation> {
         let rule = self.rule(status);
-        if !json {
-            // Validated answers must be the JSON the document describes.
-            if self.validate && rule.is_some_and(|r| r.shape.is_some()) && !bytes.is_empty() {
-                return Err(Violation::NotJson);
-            }
-            return Ok(None);
-        }
         if bytes.is_empty() {
             return Ok(None);
         }
-        let mut v: Value = serde_json::from_slice(bytes).map_err(|_| Violation::NotJson)?;
+        let shaped = rule.is_some_and(|r| r.shape.is_some());
+        if !json {
+            // Where the document promises JSON, something else (a user
+            // object labelled text/plain) is never passed on unfiltered.
+            return if shaped {
+                Err(Violation::NotJson)
+            } else {
+                Ok(None)
+            };
+        }
+        if rule.is_none() && self.validate && (200..300).contains(&status) && self.has_shapes() {
+            return Err(Violation::UndeclaredStatus);
+        }
+        // Duplicate keys refused: the bytes sent on when nothing changes
+        // must be the value that was filtered.
+        let mut v = crate::validate::parse_unique(bytes, MAX_SCHEMA_DEPTH * 2)
+            .map_err(|_| Violation::NotJson)?;
         if let Some(validator) = rule.and_then(|r| r.validator.as_deref()) {
             let errors: Vec<(String, String)> = validator
                 .iter_errors(&v)
@@ -278,8 +293,11 @@ struct Shapes {
 
 #[derive(Debug, Clone)]
 enum Node {
-    /// Anything passes (a scalar, a free-form object, or not known).
+    /// Anything passes (a free-form value, or not known).
     Any,
+    /// A string, number, boolean or null: an object or array in its place
+    /// is removed (becomes null).
+    Scalar,
     /// Only these properties pass; others pass through `extra` if set.
     Object {
         props: HashMap<String, usize>,
@@ -325,7 +343,7 @@ impl Shapes {
             for b in s.get(key).and_then(Value::as_array).into_iter().flatten() {
                 let i = self.compile(doc, b, depth + 1);
                 let n = self.nodes.get(i).cloned().unwrap_or(Node::Any);
-                if matches!(n, Node::Any) {
+                if matches!(n, Node::Any | Node::Scalar) {
                     continue;
                 }
                 merged = Some(match merged {
@@ -347,6 +365,9 @@ impl Shapes {
     fn own(&mut self, doc: &Value, s: &Value, depth: usize) -> Node {
         if let Some(items) = s.get("items") {
             return Node::Array(self.compile(doc, items, depth + 1));
+        }
+        if scalar_only(s) {
+            return Node::Scalar;
         }
         let props = s.get("properties").and_then(Value::as_object);
         let extra = match s.get("additionalProperties") {
@@ -424,9 +445,19 @@ impl Shapes {
     }
 
     /// Removes what the node does not allow; whether anything was removed.
+    /// A container where the schema has another kind of value (a whole
+    /// object where a string is declared) is replaced by null.
     fn filter(&self, node: usize, v: &mut Value, depth: usize) -> bool {
-        if depth > MAX_SCHEMA_DEPTH {
-            return false;
+        let container = matches!(v, Value::Object(_) | Value::Array(_));
+        let mismatch = match self.nodes.get(node) {
+            Some(Node::Scalar) => container,
+            Some(Node::Object { .. }) => container && !v.is_object(),
+            Some(Node::Array(_)) => container && !v.is_array(),
+            _ => false,
+        };
+        if mismatch || (depth > MAX_SCHEMA_DEPTH && container) {
+            *v = Value::Null;
+            return true;
         }
         match (self.nodes.get(node), v) {
             (Some(Node::Object { props, extra }), Value::Object(m)) => {
@@ -450,6 +481,38 @@ impl Shapes {
             _ => false,
         }
     }
+}
+
+/// The schema's `type` allows only scalars.
+fn scalar_only(s: &Value) -> bool {
+    let scalar = |t: &str| matches!(t, "string" | "number" | "integer" | "boolean" | "null");
+    match s.get("type") {
+        Some(Value::String(t)) => scalar(t),
+        Some(Value::Array(list)) => {
+            !list.is_empty() && list.iter().all(|t| t.as_str().is_some_and(scalar))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the JSON pointer names a property the schema declares, through
+/// `$ref`s, compositions and arrays (`*` or an index for items); for load
+/// checks (`restricted_fields`).
+pub fn declares(doc: &Value, schema: &Value, pointer: &str) -> bool {
+    let mut shapes = Shapes::default();
+    let mut node = shapes.compile(doc, schema, 0);
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        match shapes.nodes.get(node) {
+            Some(Node::Object { props, .. }) => match props.get(&token) {
+                Some(&n) => node = n,
+                None => return false,
+            },
+            Some(Node::Array(n)) if token == "*" || token.parse::<usize>().is_ok() => node = *n,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn declares_object(s: &Value) -> bool {
@@ -698,6 +761,11 @@ mod tests {
         assert!(matches!(
             r.filter_body(200, false, b"<html>", &none),
             Err(Violation::NotJson)
+        ));
+        // a 2xx the document does not declare
+        assert!(matches!(
+            r.filter_body(201, true, br#"{"id":"a"}"#, &none),
+            Err(Violation::UndeclaredStatus)
         ));
     }
 }

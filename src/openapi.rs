@@ -418,8 +418,35 @@ fn contract_of(
         }
         c.restricted.push((ptr, list));
     }
-    if !c.restricted.is_empty() && !write {
-        notes.push("restricted_fields apply to POST, PUT and PATCH bodies only".into());
+    if !c.restricted.is_empty() {
+        // A restriction that can never match would leave the field open.
+        let schema = op
+            .get("requestBody")
+            .and_then(|rb| deref(doc, rb).ok())
+            .and_then(|rb| rb.get("content"))
+            .and_then(Value::as_object)
+            .and_then(|m| {
+                m.iter()
+                    .find(|(t, _)| crate::validate::json_media(&t.to_ascii_lowercase()))
+            })
+            .and_then(|(_, media)| media.get("schema"));
+        let Some(schema) = schema.filter(|_| c.reads_body()) else {
+            return Err((
+                "/restricted_fields".into(),
+                "the operation has no JSON request body to restrict".into(),
+            ));
+        };
+        for (ptr, _) in &c.restricted {
+            if !crate::filter::declares(doc, schema, ptr) {
+                return Err((
+                    format!("/restricted_fields{ptr}"),
+                    "the request schema declares no such field (names are case-sensitive; nested fields are JSON pointers, * for array items)".into(),
+                ));
+            }
+        }
+        if !write {
+            notes.push("restricted_fields apply to POST, PUT and PATCH bodies only".into());
+        }
     }
     c.strip = settings
         .on_forbidden_field

@@ -121,13 +121,6 @@ async fn run(
             PathError::TooLong => Rejection::PathTooLong,
             PathError::Invalid(why) => Rejection::BadPath(why),
         })?;
-    // 2c'. The API version: a retired one is 410; one named by the header
-    //      becomes the versioned path every later stage sees.
-    if let Some(v) = &plan.versions {
-        if let Some(p) = v.resolve(&ctx.path, &parts.headers)? {
-            ctx.path = p;
-        }
-    }
 
     // 2d. Endpoints the gateway serves itself (login, logout): never proxied,
     //     and checked before routing so no route can shadow them.
@@ -135,10 +128,20 @@ async fn run(
         return crate::authn::gateway_endpoint(ctx, parts, body).await;
     }
 
+    // 2c'. The API version: a retired one is 410; one named by the header
+    //      becomes the versioned path every later stage sees (a preflight
+    //      cannot carry the header: it asks about the default version).
+    let is_preflight = cors::is_preflight(&parts.method, &parts.headers);
+    if let Some(v) = &plan.versions {
+        if let Some(p) = v.resolve(&ctx.path, &parts.headers, is_preflight)? {
+            ctx.path = p;
+        }
+    }
+
     // 3. CORS preflight: answered by the gateway, before the method check
     //    (a preflight is an OPTIONS the route need not list) and before
     //    authentication (browsers send preflights without credentials).
-    if cors::is_preflight(&parts.method, &parts.headers) {
+    if is_preflight {
         return preflight(ctx, &parts);
     }
 
@@ -206,9 +209,19 @@ async fn run(
     if let Some(c) = &route.contract {
         c.check_head(&parts.headers, !http_body::Body::is_end_stream(&body))?;
         if let Some(q) = c.check_params(&ctx.params, parts.uri.query(), &parts.headers)? {
-            parts.uri = format!("{}?{q}", parts.uri.path())
-                .parse()
-                .map_err(|_| Rejection::BadRequest("invalid query string"))?;
+            // Only the path and query change: the authority (HTTP/2's
+            // :authority, X-Forwarded-Host) is kept.
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            let pq = format!(
+                "{}?{q}",
+                uri.path_and_query.as_ref().map_or("/", |p| p.path())
+            );
+            uri.path_and_query = Some(
+                pq.parse()
+                    .map_err(|_| Rejection::BadRequest("invalid query string"))?,
+            );
+            parts.uri = http::Uri::from_parts(uri)
+                .map_err(|_| Rejection::BadRequest("invalid request target"))?;
         }
     }
     // 7b. Ownership named in the body, and 8. the body against its schema:
@@ -272,14 +285,14 @@ async fn run(
     let responses = route.contract.as_ref().and_then(|c| c.responses.as_ref());
     if check_answer || responses.is_some() {
         // The answer must arrive whole and readable: no compression, no
-        // ranges, no 304 in place of the object.
-        for h in [
-            header::RANGE,
-            header::IF_RANGE,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-        ] {
+        // ranges, and (to check ownership) no 304 in place of the object.
+        // A filtered answer may be a 304: it has no body to filter.
+        for h in [header::RANGE, header::IF_RANGE] {
             parts.headers.remove(h);
+        }
+        if check_answer {
+            parts.headers.remove(header::IF_NONE_MATCH);
+            parts.headers.remove(header::IF_MODIFIED_SINCE);
         }
         parts.headers.insert(
             header::ACCEPT_ENCODING,

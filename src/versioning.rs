@@ -58,6 +58,17 @@ impl Versions {
                 "must start with / and not be /".into(),
             ));
         }
+        if let Some(p) = &path {
+            if apis.iter().any(|(_, b)| under(p, b)) {
+                errors.push((
+                    "versioning.path".into(),
+                    "is inside an API's base path: the header would never apply".into(),
+                ));
+            }
+        }
+        // The longest base path wins (`/api/v2` before `/api`).
+        let mut apis = apis;
+        apis.sort_by_key(|(_, b)| std::cmp::Reverse(b.len()));
         for (i, (ver, _)) in apis.iter().enumerate() {
             if apis.iter().skip(i + 1).any(|(o, _)| o == ver) {
                 errors.push(("apis".into(), format!("two APIs have version {ver:?}")));
@@ -117,13 +128,27 @@ impl Versions {
 
     /// The path to route instead, when the version comes from the header;
     /// 410 for a retired version, 400 for an unknown or missing one.
-    pub fn resolve(&self, path: &str, h: &http::HeaderMap) -> Result<Option<String>, Rejection> {
+    /// `preflight`: a CORS preflight (it cannot carry the header; without a
+    /// default it asks about the first version).
+    pub fn resolve(
+        &self,
+        path: &str,
+        h: &http::HeaderMap,
+        preflight: bool,
+    ) -> Result<Option<String>, Rejection> {
         if let Some(r) = self.retired.iter().find(|r| under(path, &r.base_path)) {
             return Err(Rejection::Gone {
                 successor: r.successor.clone(),
             });
         }
-        let asked = match h.get(&self.header) {
+        let mut values = h.get_all(&self.header).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Rejection::BadRequest(
+                "the API version header is given twice",
+            ));
+        }
+        let asked = match first {
             Some(v) => Some(
                 v.to_str()
                     .map_err(|_| Rejection::BadRequest("invalid API version header"))?
@@ -142,7 +167,13 @@ impl Versions {
         let Some(prefix) = self.path.as_deref().filter(|p| under(path, p)) else {
             return Ok(None);
         };
-        let Some(version) = asked.or(self.default.as_deref()) else {
+        let fallback = self.default.as_deref().or_else(|| {
+            self.apis
+                .first()
+                .map(|(v, _)| v.as_str())
+                .filter(|_| preflight)
+        });
+        let Some(version) = asked.or(fallback) else {
             return Err(Rejection::BadRequest(
                 "this path needs the API version header",
             ));
@@ -169,6 +200,41 @@ impl Versions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preflights_without_the_header_ask_about_a_version() {
+        let cfg = Versioning {
+            header: "api-version".into(),
+            path: Some("/api".into()),
+            default: None,
+            retired: Vec::new(),
+        };
+        let v = Versions::compile(&cfg, vec![("1".into(), "/api/v1".into())], &mut Vec::new());
+        let none = http::HeaderMap::new();
+        assert!(v.resolve("/api/x", &none, false).is_err());
+        assert_eq!(
+            v.resolve("/api/x", &none, true).ok(),
+            Some(Some("/api/v1/x".into()))
+        );
+        let mut twice = http::HeaderMap::new();
+        twice.append("api-version", "1".parse().unwrap());
+        twice.append("api-version", "2".parse().unwrap());
+        assert!(v.resolve("/api/x", &twice, false).is_err());
+        // a prefix inside an API's base path is refused at load
+        let mut errors = Vec::new();
+        let bad = Versioning {
+            path: Some("/api/v1/x".into()),
+            ..cfg
+        };
+        Versions::compile(&bad, vec![("1".into(), "/api/v1".into())], &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    impl Versions {
+        fn resolve_t(&self, p: &str, h: &http::HeaderMap) -> Result<Option<String>, Rejection> {
+            self.resolve(p, h, false)
+        }
+    }
 
     #[test]
     fn header_versions_rewrite_and_retired_ones_are_gone() {
@@ -200,30 +266,30 @@ mod tests {
             m
         };
         assert_eq!(
-            v.resolve("/api/users/1", &h(Some("2"))).ok(),
+            v.resolve_t("/api/users/1", &h(Some("2"))).ok(),
             Some(Some("/api/v2/users/1".into()))
         );
         assert_eq!(
-            v.resolve("/api/users/1", &h(None)).ok(),
+            v.resolve_t("/api/users/1", &h(None)).ok(),
             Some(Some("/api/v1/users/1".into()))
         );
-        assert_eq!(v.resolve("/api/v2/users/1", &h(None)).ok(), Some(None));
-        assert_eq!(v.resolve("/health", &h(Some("2"))).ok(), Some(None));
-        assert_eq!(v.resolve("/apix", &h(None)).ok(), Some(None));
+        assert_eq!(v.resolve_t("/api/v2/users/1", &h(None)).ok(), Some(None));
+        assert_eq!(v.resolve_t("/health", &h(Some("2"))).ok(), Some(None));
+        assert_eq!(v.resolve_t("/apix", &h(None)).ok(), Some(None));
         assert!(matches!(
-            v.resolve("/api/v0/users", &h(None)),
+            v.resolve_t("/api/v0/users", &h(None)),
             Err(Rejection::Gone { .. })
         ));
         assert!(matches!(
-            v.resolve("/api/users", &h(Some("0"))),
+            v.resolve_t("/api/users", &h(Some("0"))),
             Err(Rejection::Gone { .. })
         ));
         assert!(matches!(
-            v.resolve("/api/users", &h(Some("9"))),
+            v.resolve_t("/api/users", &h(Some("9"))),
             Err(Rejection::BadRequest(_))
         ));
         assert!(matches!(
-            v.resolve("/api/v1/users", &h(Some("2"))),
+            v.resolve_t("/api/v1/users", &h(Some("2"))),
             Err(Rejection::BadRequest(_))
         ));
     }

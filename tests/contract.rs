@@ -79,6 +79,17 @@ paths:
           content:
             application/json:
               schema: { type: object, required: [body_len], properties: { body_len: { type: string } } }
+  /raw:
+    get:
+      operationId: raw
+      responses:
+        "200":
+          description: x
+          content:
+            application/json:
+              schema:
+                type: object
+                properties: { name: { type: string }, tags: { type: array, items: { type: string } } }
   /big:
     get:
       operationId: big
@@ -166,7 +177,7 @@ async fn parameters_are_validated_and_page_sizes_capped() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(up.last().uri, "/api/v1/items?limit=50&sort=desc");
-    let seen = up.count();
+    let before = up.count();
     // each parameter rule names the parameter and never echoes the value
     let r = send(&gw, "GET", "/api/v1/items?sort=sideways", tenant, "").await;
     let e = errors(&r, 400);
@@ -204,6 +215,16 @@ async fn parameters_are_validated_and_page_sizes_capped() {
     assert_eq!(errors(&r, 400)[0]["in"], "path");
     let r = send(&gw, "GET", "/api/v1/items/0", "", "").await;
     assert_eq!(errors(&r, 400)[0]["in"], "path");
+    // one spelling only reaches the upstream; other spellings are refused
+    let r = send(&gw, "GET", "/api/v1/items?li%6dit=5", tenant, "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().uri, "/api/v1/items?limit=5");
+    assert_eq!(up.count(), before + 1, "a refused request reached the upstream");
+    let seen = up.count();
+    for q in ["LIMIT=100000", "limit[]=100000", "sort[]=x", "Sort=asc"] {
+        let r = send(&gw, "GET", &format!("/api/v1/items?{q}"), tenant, "").await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+    }
     // the second API answers validation failures with 422
     let r = send(&gw, "GET", "/api/v2/items?sort=up", tenant, "").await;
     assert_eq!(errors(&r, 422)[0]["name"], "sort");
@@ -251,6 +272,40 @@ async fn answers_carry_only_what_the_document_declares() {
     // a filtered answer is read up to a bound: a larger one is 502
     let r = send(&gw, "GET", "/api/v1/big", "", "").await;
     assert_problem(&r, 502, "upstream-unverifiable");
+}
+
+#[tokio::test]
+async fn answers_that_do_not_fit_the_schema_fail_closed() {
+    let (_up, gw) = start().await;
+    let answer = |body: &str, ty: &str| {
+        let h = format!("X-Respond-Body: {body}\r\n{ty}");
+        let gw = &gw;
+        async move { send(gw, "GET", "/api/v1/raw", &h, "").await }
+    };
+    let json = "X-Respond-Type: application/json\r\n";
+    // a whole object (or array) where a string is declared does not pass
+    let r = answer(
+        r#"{"name":{"ssn":"123-45-6789"},"tags":[{"k":1},"b"],"x":1}"#,
+        json,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"name": null, "tags": [null, "b"]})
+    );
+    // a JSON answer labelled as something else, or not labelled at all
+    for ty in ["X-Respond-Type: text/plain\r\n", ""] {
+        let r = answer(r#"{"name":"a","ssn":"123-45-6789"}"#, ty).await;
+        assert_problem(&r, 502, "upstream-contract-violation");
+        assert!(!r.text().contains("123-45"));
+    }
+    // duplicate keys: the copy that was not filtered would be sent on
+    let r = answer(r#"{"name":"a","name":"b"}"#, json).await;
+    assert_problem(&r, 502, "upstream-contract-violation");
+    // a top-level array where an object is declared
+    let r = answer(r#"[{"ssn":"1"}]"#, json).await;
+    assert_eq!(r.text(), "null");
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ impl Store {
                 "mfa_secret": "JBSWY3DPEHPK3PXP",
                 "internal_flags": ["beta", "fraud_review"],
                 "admin_notes": format!("{display} asked for a refund in March"),
+                "risk_score": 0.87,
             })
         };
         let doc = |id: &str, owner: &str, title: &str, dept: &str| {

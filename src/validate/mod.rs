@@ -99,7 +99,8 @@ impl FieldError {
     /// An error in the body.
     pub fn body(pointer: &str, message: &str) -> Self {
         Self {
-            pointer: pointer.to_owned(),
+            // Keys are the client's own: never repeated at length.
+            pointer: crate::access_log::truncate(pointer, 128).to_owned(),
             message: message.to_owned(),
             location: None,
             name: None,
@@ -305,18 +306,12 @@ impl Verdict {
                 K::AdditionalProperties { unexpected }
                 | K::UnevaluatedProperties { unexpected } => {
                     for name in unexpected {
-                        let name = crate::access_log::truncate(name, 64);
                         out.undeclared
                             .push(format!("{at}/{}", crate::openapi::escape(name)));
                     }
                 }
                 K::FalseSchema => out.read_only.push(at.to_owned()),
-                _ => out.other.push(FieldError {
-                    pointer: at.to_owned(),
-                    message: message(&e),
-                    location: None,
-                    name: None,
-                }),
+                _ => out.other.push(FieldError::body(at, &message(&e))),
             }
         }
         out.undeclared.sort();
@@ -404,6 +399,12 @@ pub fn json_media(t: &str) -> bool {
 /// that do not fit a 64-bit integer or a finite double are refused.
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
     exact_numbers(bytes)?;
+    parse_unique(bytes, max_depth)
+}
+
+/// Parses JSON refusing duplicate keys and nesting deeper than `max_depth`
+/// (answers: numbers are taken as they come).
+pub fn parse_unique(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v = Strict { depth: max_depth }
         .deserialize(&mut de)
@@ -582,6 +583,16 @@ pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, St
     })
 }
 
+/// Whether a schema holds a `$ref` anywhere.
+fn has_ref(v: &Value, depth: usize) -> bool {
+    depth < 128
+        && match v {
+            Value::Object(m) => m.contains_key("$ref") || m.values().any(|c| has_ref(c, depth + 1)),
+            Value::Array(a) => a.iter().any(|c| has_ref(c, depth + 1)),
+            _ => false,
+        }
+}
+
 /// What a schema is compiled for.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -607,7 +618,13 @@ pub fn build(doc: &Value, mut schema: Value, mode: Mode) -> Result<jsonschema::V
         .get("openapi")
         .and_then(Value::as_str)
         .is_some_and(|v| v.starts_with("3.0"));
-    let original = doc.get("components").cloned().unwrap_or(Value::Null);
+    // The components go beside the schema only when it refers to them
+    // (each validator owns its copy).
+    let original = if has_ref(&schema, 0) {
+        doc.get("components").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     let mut components = original.clone();
     let t = Tighten {
         components: &original,

@@ -245,6 +245,20 @@ fn decode(s: &str) -> Cow<'_, str> {
     }
 }
 
+const AMBIGUOUS: &str = "another spelling of this parameter (case, [] or . suffix) is refused";
+
+/// `key` is another spelling of `name` that some frameworks read as it:
+/// other letter case (ASP.NET), a `[..]` or `.` suffix (qs, Rails, PHP).
+fn shadows(key: &str, name: &str) -> bool {
+    if key == name || key.len() < name.len() {
+        return false;
+    }
+    let (Some(head), Some(rest)) = (key.get(..name.len()), key.get(name.len()..)) else {
+        return false;
+    };
+    head.eq_ignore_ascii_case(name) && (rest.is_empty() || rest.starts_with(['[', '.']))
+}
+
 /// Checks every parameter; failures are added to `errors`.
 pub fn check(
     params: &[Param],
@@ -267,6 +281,10 @@ pub fn check(
                 name: Some(crate::access_log::truncate(&p.name, 64).to_owned()),
             });
         };
+        if p.loc == Loc::Query && pairs.iter().any(|(k, _)| shadows(k, &p.name)) {
+            fail(errors, String::new(), AMBIGUOUS.into());
+            continue;
+        }
         let raw: Vec<Cow<'_, str>> = match p.loc {
             Loc::Path => path
                 .iter()
@@ -357,10 +375,14 @@ impl Pagination {
             name: Some(self.param.clone()),
         };
         let q = query.unwrap_or("");
-        let mut found: Option<(usize, u64)> = None;
+        let mut found: Option<(usize, u64, &str)> = None;
         for (i, pair) in q.split('&').enumerate() {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if decode(k) != self.param.as_str() {
+            let key = decode(k);
+            if key != self.param.as_str() {
+                if shadows(&key, &self.param) {
+                    return Err(fail(AMBIGUOUS.into()));
+                }
                 continue;
             }
             if found.is_some() {
@@ -369,22 +391,23 @@ impl Pagination {
             let n = decode(v)
                 .parse::<u64>()
                 .map_err(|_| fail("must be a whole number".into()))?;
-            found = Some((i, n));
+            found = Some((i, n, pair));
         }
         match found {
-            Some((_, n)) if n <= self.max => Ok(None),
-            Some(_) if self.refuse => Err(fail(format!("must be at most {}", self.max))),
-            Some((at, _)) => {
-                let pairs: Vec<String> = q
+            Some((_, n, _)) if n > self.max && self.refuse => {
+                Err(fail(format!("must be at most {}", self.max)))
+            }
+            Some((at, n, raw)) => {
+                // Sent on in one spelling only (`limit=0%35` or `li%6dit=5`
+                // would read differently to an upstream that does not decode).
+                let canonical = format!("{}={}", self.param, n.min(self.max));
+                if raw == canonical {
+                    return Ok(None);
+                }
+                let pairs: Vec<&str> = q
                     .split('&')
                     .enumerate()
-                    .map(|(i, pair)| {
-                        if i == at {
-                            format!("{}={}", pair.split('=').next().unwrap_or(""), self.max)
-                        } else {
-                            pair.to_owned()
-                        }
-                    })
+                    .map(|(i, pair)| if i == at { canonical.as_str() } else { pair })
                     .collect();
                 Ok(Some(pairs.join("&")))
             }
@@ -422,8 +445,13 @@ pub fn pagination(
         "refuse" => true,
         other => return Err(format!("over_max {other:?}: \"clamp\" or \"refuse\"")),
     };
-    if cfg.param.is_empty() {
-        return Err("param must name the query parameter".into());
+    if cfg.param.is_empty()
+        || !cfg
+            .param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        return Err("param must name the query parameter (letters, digits, - . _ ~)".into());
     }
     Ok(Pagination {
         param: cfg.param.clone(),
@@ -446,6 +474,24 @@ mod tests {
             refuse: false,
         };
         assert_eq!(p.apply(Some("limit=50")).ok(), Some(None));
+        // one spelling only reaches the upstream
+        assert_eq!(
+            p.apply(Some("li%6dit=5&a=1")).ok(),
+            Some(Some("limit=5&a=1".into()))
+        );
+        assert_eq!(
+            p.apply(Some("limit=0%35")).ok(),
+            Some(Some("limit=5".into()))
+        );
+        for other in [
+            "limit[]=100000",
+            "LIMIT=100000",
+            "limit.x=1",
+            "Limit=3&limit=2",
+        ] {
+            assert!(p.apply(Some(other)).is_err(), "{other}");
+        }
+        assert!(shadows("Sort", "sort") && shadows("sort[]", "sort") && !shadows("sorted", "sort"));
         assert_eq!(
             p.apply(Some("a=1&limit=100000&b=2")).ok(),
             Some(Some("a=1&limit=100&b=2".into()))

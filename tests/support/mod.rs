@@ -124,6 +124,19 @@ async fn upstream_handle(
             .insert("x-debug-sql", "SELECT 1".parse().unwrap());
         return Ok(r);
     }
+    if path.ends_with("/raw") {
+        // The answer the test asks for: body and type from request headers.
+        let text = parts
+            .headers
+            .get("x-respond-body")
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut r = Response::new(Full::new(Bytes::from(text)));
+        if let Some(t) = parts.headers.get("x-respond-type") {
+            r.headers_mut().insert("content-type", t.clone());
+        }
+        return Ok(r);
+    }
     if path.ends_with("/big") {
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))));
     }
