@@ -385,6 +385,8 @@ fn contract_of(
         notes.push("callbacks are not enforced".into());
     }
     let mut c = crate::validate::Contract::with_body(body, api.max_json_depth.max(1));
+    c.max_string = api.max_json_string.max(1);
+    c.max_items = api.max_json_items.max(1);
     c.params = crate::validate::params::compile(doc, item, op, notes)?;
     if let Some(p) = &route.pagination {
         let schema = c

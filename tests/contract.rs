@@ -219,7 +219,11 @@ async fn parameters_are_validated_and_page_sizes_capped() {
     let r = send(&gw, "GET", "/api/v1/items?li%6dit=5", tenant, "").await;
     assert_eq!(r.status, 200);
     assert_eq!(up.last().uri, "/api/v1/items?limit=5");
-    assert_eq!(up.count(), before + 1, "a refused request reached the upstream");
+    assert_eq!(
+        up.count(),
+        before + 1,
+        "a refused request reached the upstream"
+    );
     let seen = up.count();
     for q in ["LIMIT=100000", "limit[]=100000", "sort[]=x", "Sort=asc"] {
         let r = send(&gw, "GET", &format!("/api/v1/items?{q}"), tenant, "").await;
@@ -358,6 +362,15 @@ async fn restricted_fields_are_refused_or_stripped() {
     assert_eq!(
         last.headers["content-length"],
         r#"{"name":"a"}"#.len().to_string().as_str()
+    );
+    // strings and arrays have a size bound whatever the schema says
+    let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(300_000));
+    let r = send(&gw, "PUT", "/api/v1/items/1", &token(""), &long).await;
+    assert!(
+        errors(&r, 400)[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 262144 bytes")
     );
     // other failures are still refused in strip mode
     let r = send(

@@ -196,6 +196,14 @@ pub struct Api {
     /// Deepest nesting accepted in a JSON request body.
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: usize,
+    /// Longest string (or object key) accepted in a JSON request body, in
+    /// bytes, whatever the schema says.
+    #[serde(default = "default_max_json_string")]
+    pub max_json_string: usize,
+    /// Most items in one array of a JSON request body, whatever the schema
+    /// says.
+    #[serde(default = "default_max_json_items")]
+    pub max_json_items: usize,
     /// Status of validation failures: 400 or 422.
     #[serde(default = "default_validation_status")]
     pub validation_status: u16,
@@ -224,6 +232,14 @@ pub struct Api {
     /// Its successor (a path or URL): `Link: <...>; rel="successor-version"`
     /// on deprecated operations.
     pub successor: Option<String>,
+}
+
+fn default_max_json_string() -> usize {
+    256 * 1024
+}
+
+fn default_max_json_items() -> usize {
+    10_000
 }
 
 fn default_validation_status() -> u16 {

@@ -61,6 +61,10 @@ pub struct Contract {
     pub body: BodyRule,
     /// Deepest nesting accepted in a JSON body.
     pub max_depth: usize,
+    /// Longest string or key in a JSON body, in bytes.
+    pub max_string: usize,
+    /// Most items in one array of a JSON body.
+    pub max_items: usize,
     /// Path, query and header parameters.
     pub params: Vec<params::Param>,
     /// The page-size cap.
@@ -114,6 +118,8 @@ impl Contract {
         Self {
             body,
             max_depth,
+            max_string: usize::MAX,
+            max_items: usize::MAX,
             params: Vec::new(),
             pagination: None,
             restricted: Vec::new(),
@@ -213,7 +219,7 @@ impl Contract {
                 Ok(None)
             };
         }
-        let value = parse_strict(bytes, self.max_depth)
+        let value = parse_bounded(bytes, self.max_depth, self.max_string, self.max_items)
             .map_err(|m| self.reject(vec![FieldError::body("", &m)]))?;
         // Fields the caller may not set, then the schema.
         let forbidden: Vec<String> = self
@@ -398,17 +404,41 @@ pub fn json_media(t: &str) -> bool {
 /// (and, as `serde_json` does, invalid UTF-8 and trailing data). Numbers
 /// that do not fit a 64-bit integer or a finite double are refused.
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
+    parse_bounded(bytes, max_depth, usize::MAX, usize::MAX)
+}
+
+/// [`parse_strict`] with bounds on string (and key) length in bytes and on
+/// array length.
+pub fn parse_bounded(
+    bytes: &[u8],
+    max_depth: usize,
+    max_string: usize,
+    max_items: usize,
+) -> Result<Value, String> {
     exact_numbers(bytes)?;
-    parse_unique(bytes, max_depth)
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict {
+        depth: max_depth,
+        max_string,
+        max_items,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| short(&e))?;
+    de.end().map_err(|e| short(&e))?;
+    Ok(v)
 }
 
 /// Parses JSON refusing duplicate keys and nesting deeper than `max_depth`
 /// (answers: numbers are taken as they come).
 pub fn parse_unique(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = Strict { depth: max_depth }
-        .deserialize(&mut de)
-        .map_err(|e| short(&e))?;
+    let v = Strict {
+        depth: max_depth,
+        max_string: usize::MAX,
+        max_items: usize::MAX,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| short(&e))?;
     de.end().map_err(|e| short(&e))?;
     Ok(v)
 }
@@ -478,8 +508,33 @@ fn short(e: &serde_json::Error) -> String {
     format!("not valid JSON: {e}")
 }
 
+#[derive(Clone, Copy)]
 struct Strict {
     depth: usize,
+    /// Longest string (or key), in bytes.
+    max_string: usize,
+    /// Most items in one array.
+    max_items: usize,
+}
+
+impl Strict {
+    fn deeper<E: serde::de::Error>(self) -> Result<Self, E> {
+        let depth = self
+            .depth
+            .checked_sub(1)
+            .ok_or_else(|| E::custom("nested too deep"))?;
+        Ok(Self { depth, ..self })
+    }
+
+    fn string<E: serde::de::Error>(self, len: usize) -> Result<(), E> {
+        if len > self.max_string {
+            return Err(E::custom(format!(
+                "a string longer than {} bytes",
+                self.max_string
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Strict {
@@ -515,11 +570,13 @@ impl<'de> Visitor<'de> for Strict {
             .ok_or_else(|| E::custom("a number out of range"))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.string(v.len())?;
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.string(v.len())?;
         Ok(Value::String(v))
     }
 
@@ -528,25 +585,26 @@ impl<'de> Visitor<'de> for Strict {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let depth = self
-            .depth
-            .checked_sub(1)
-            .ok_or_else(|| A::Error::custom("nested too deep"))?;
+        let inner = self.deeper()?;
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(Strict { depth })? {
+        while let Some(v) = seq.next_element_seed(inner)? {
+            if out.len() == self.max_items {
+                return Err(A::Error::custom(format!(
+                    "an array with more than {} items",
+                    self.max_items
+                )));
+            }
             out.push(v);
         }
         Ok(Value::Array(out))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let depth = self
-            .depth
-            .checked_sub(1)
-            .ok_or_else(|| A::Error::custom("nested too deep"))?;
+        let inner = self.deeper()?;
         let mut out = Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            let v = map.next_value_seed(Strict { depth })?;
+            self.string(k.len())?;
+            let v = map.next_value_seed(inner)?;
             if out.insert(k, v).is_some() {
                 // The name is the client's own; it is not repeated.
                 return Err(A::Error::custom("a duplicate key in an object"));
@@ -773,6 +831,12 @@ mod tests {
         assert!(parse_strict(b"{\"a\":\"\xff\"}", 32).is_err());
         assert!(parse_strict(b"{} {}", 32).is_err());
         assert!(parse_strict(b"1e999", 32).is_err());
+        // sizes: strings (keys too) and arrays
+        assert!(parse_bounded(br#"{"a":"12345"}"#, 32, 5, 3).is_ok());
+        assert!(parse_bounded(br#"{"a":"123456"}"#, 32, 5, 3).is_err_and(|m| m.contains("longer")));
+        assert!(parse_bounded(br#"{"abcdef":1}"#, 32, 5, 3).is_err());
+        assert!(parse_bounded(b"[1,2,3]", 32, 5, 3).is_ok());
+        assert!(parse_bounded(b"[[1,2,3,4]]", 32, 5, 3).is_err_and(|m| m.contains("items")));
         // numbers the checked value represents exactly, and those it does not
         for ok in [
             "100",
