@@ -132,11 +132,8 @@ impl Responses {
             let schema = resp
                 .get("content")
                 .and_then(Value::as_object)
-                .and_then(|c| {
-                    c.iter()
-                        .find(|(t, _)| crate::validate::json_media(&t.to_ascii_lowercase()))
-                })
-                .and_then(|(_, media)| media.get("schema"));
+                .and_then(crate::validate::json_content)
+                .and_then(|media| media.get("schema"));
             let (shape, validator) = match schema {
                 Some(s) => {
                     let shape = out.shapes.compile(doc, s, 0);

@@ -427,11 +427,8 @@ fn contract_of(
             .and_then(|rb| deref(doc, rb).ok())
             .and_then(|rb| rb.get("content"))
             .and_then(Value::as_object)
-            .and_then(|m| {
-                m.iter()
-                    .find(|(t, _)| crate::validate::json_media(&t.to_ascii_lowercase()))
-            })
-            .and_then(|(_, media)| media.get("schema"));
+            .and_then(crate::validate::json_content)
+            .and_then(|media| media.get("schema"));
         let Some(schema) = schema.filter(|_| c.reads_body()) else {
             return Err((
                 "/restricted_fields".into(),

@@ -416,31 +416,23 @@ pub fn parse_bounded(
     max_items: usize,
 ) -> Result<Value, String> {
     exact_numbers(bytes)?;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = Strict {
+    Strict {
         depth: max_depth,
         max_string,
         max_items,
     }
-    .deserialize(&mut de)
-    .map_err(|e| short(&e))?;
-    de.end().map_err(|e| short(&e))?;
-    Ok(v)
+    .parse(bytes)
 }
 
 /// Parses JSON refusing duplicate keys and nesting deeper than `max_depth`
 /// (answers: numbers are taken as they come).
 pub fn parse_unique(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = Strict {
+    Strict {
         depth: max_depth,
         max_string: usize::MAX,
         max_items: usize::MAX,
     }
-    .deserialize(&mut de)
-    .map_err(|e| short(&e))?;
-    de.end().map_err(|e| short(&e))?;
-    Ok(v)
+    .parse(bytes)
 }
 
 /// Refuses numbers the checked value would not represent exactly: an
@@ -518,6 +510,14 @@ struct Strict {
 }
 
 impl Strict {
+    /// The whole of `bytes` as one JSON value (trailing data refused).
+    fn parse(self, bytes: &[u8]) -> Result<Value, String> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let v = self.deserialize(&mut de).map_err(|e| short(&e))?;
+        de.end().map_err(|e| short(&e))?;
+        Ok(v)
+    }
+
     fn deeper<E: serde::de::Error>(self) -> Result<Self, E> {
         let depth = self
             .depth
@@ -626,10 +626,7 @@ pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, St
     let Some(content) = rb.get("content").and_then(Value::as_object) else {
         return Ok(BodyRule::Unchecked(vec!["*/*".into()]));
     };
-    let json = content
-        .iter()
-        .find(|(t, _)| json_media(&t.to_ascii_lowercase()));
-    let Some((_, media)) = json else {
+    let Some(media) = json_content(content) else {
         let types = content.keys().map(|t| t.to_ascii_lowercase()).collect();
         return Ok(BodyRule::Unchecked(types));
     };
@@ -639,6 +636,14 @@ pub fn compile_body(doc: &Value, op: &Value, write: bool) -> Result<BodyRule, St
         validator: Box::new(validator),
         required,
     })
+}
+
+/// The JSON media type object of a `content` map (request or response).
+pub fn json_content(content: &Map<String, Value>) -> Option<&Value> {
+    content
+        .iter()
+        .find(|(t, _)| json_media(&t.to_ascii_lowercase()))
+        .map(|(_, media)| media)
 }
 
 /// Whether a schema holds a `$ref` anywhere.
